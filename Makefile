@@ -1,0 +1,25 @@
+# Two commands for a fresh machine:  make demo  and  make test.
+# Both create .venv/ at the repository root when needed and install the package into it, editable,
+# with the versions pinned in requirements/constraints.txt.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT := out/demo
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py setup.cfg requirements/constraints.txt scripts/setup_env.sh
+	scripts/setup_env.sh $(VENV)
+	touch $(STAMP)
+
+demo: setup
+	$(PYTHON) -m mmfusion_ros.demo --out $(DEMO_OUT)
+
+test: setup
+	$(PYTHON) -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
