@@ -6,6 +6,8 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT := out/demo
+# The recording the demo runs on: a real nuScenes keyframe (lidar, six cameras, TF) from ../shared.
+DEMO_BAG ?= ../shared/data/real/bags/nuscenes_demo_keyframe_mcap
 
 .PHONY: setup demo test clean
 
@@ -16,7 +18,8 @@ $(STAMP): setup.py setup.cfg requirements/constraints.txt scripts/setup_env.sh
 	touch $(STAMP)
 
 demo: setup
-	$(PYTHON) -m mmfusion_ros.demo --out $(DEMO_OUT)
+	$(VENV)/bin/mmfusion inspect $(DEMO_BAG) --json $(DEMO_OUT)/inspect.json
+	@echo "demo: report written to $(DEMO_OUT)/inspect.json"
 
 test: setup
 	$(PYTHON) -m pytest

@@ -14,6 +14,7 @@ __all__ = [
     'EncodeError',
     'MessageError',
     'MmfusionError',
+    'ReportError',
     'SyncError',
     'TransformError',
 ]
@@ -53,3 +54,7 @@ class TransformError(SyncError):
 
 class CalibrationError(MmfusionError):
     """Calibration (intrinsics, extrinsics) is missing or inconsistent."""
+
+
+class ReportError(MmfusionError):
+    """A result file or report cannot be written."""

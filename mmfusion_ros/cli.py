@@ -1,0 +1,108 @@
+"""The ``mmfusion`` command.
+
+Every subcommand with a result can write it as JSON (``--json PATH``); the file appears only when the
+command succeeded, written to a temporary name and moved into place. Bad input ends the command with
+exit status 2 and one line on stderr naming the file, topic, field or value at fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .config import DEFAULT_CONFIG, FusionConfig, load_config
+from .errors import MmfusionError
+from .io.bag import BagReader
+from .io.json_file import write_json
+
+__all__ = ['inspect_bag', 'main']
+
+EXIT_BAD_INPUT = 2
+
+
+def inspect_bag(paths: Sequence[Path], config: FusionConfig) -> dict[str, Any]:
+    """What a recording holds, and which of its topics each configured sensor would read."""
+    with BagReader(paths) as reader:
+        topics = [{'name': t.name, 'type': t.msgtype, 'count': t.count, 'rate_hz': round(t.rate_hz, 3)}
+                  for t in reader.topics]
+        result: dict[str, Any] = {
+            'paths': [str(p) for p in reader.paths],
+            'storage': reader.storage,
+            'start_ns': reader.start_ns,
+            'end_ns': reader.end_ns,
+            'duration_s': reader.duration_s,
+            'message_count': sum(t['count'] for t in topics),
+            'topics': topics,
+        }
+    by_name = {t['name']: t for t in topics}
+    bindings = []
+    for name, sensor in config.sensors.items():
+        found = by_name.get(sensor.topic)
+        if found is None:
+            status = 'missing'
+        elif found['type'] != sensor.type:
+            status = f'type mismatch: bag has {found["type"]}'
+        elif sensor.info_topic and sensor.info_topic not in by_name:
+            status = f'no camera info on {sensor.info_topic}'
+        else:
+            status = 'bound'
+        bindings.append({'sensor': name, 'modality': sensor.modality, 'topic': sensor.topic,
+                         'type': sensor.type, 'status': status, 'count': found['count'] if found else 0})
+    result['bindings'] = bindings
+    return result
+
+
+def _print_inspect(result: dict[str, Any]) -> None:
+    print(f'storage: {result["storage"]}   duration: {result["duration_s"]:.3f} s   '
+          f'messages: {result["message_count"]}')
+    width = max([len(t['name']) for t in result['topics']] + [5])
+    print(f'\n{"topic":<{width}}  {"type":<36} {"count":>7} {"rate Hz":>9}')
+    for t in result['topics']:
+        print(f'{t["name"]:<{width}}  {t["type"]:<36} {t["count"]:>7} {t["rate_hz"]:>9.2f}')
+    print(f'\n{"sensor":<20} {"modality":<8} {"topic":<{width}}  status')
+    for b in result['bindings']:
+        print(f'{b["sensor"]:<20} {b["modality"]:<8} {b["topic"]:<{width}}  {b["status"]}')
+
+
+def _cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    result = inspect_bag(args.bag, load_config(args.config))
+    _print_inspect(result)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
+    parser.add_argument('--version', action='version', version=f'mmfusion {__version__}')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    inspect = commands.add_parser('inspect', help='what a rosbag2 recording holds and what the config binds')
+    inspect.add_argument('bag', nargs='+', type=Path,
+                         help='rosbag2 directory (sqlite3 or mcap) or .mcap file; several are merged')
+    inspect.add_argument('--config', type=Path, default=DEFAULT_CONFIG, help='ROS-form parameter file')
+    inspect.add_argument('--json', type=Path, metavar='PATH', help='also write the result as JSON')
+    inspect.set_defaults(run=_cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], dict[str, Any] | None] = args.run
+    try:
+        result = run(args)
+        if getattr(args, 'json', None) is not None and result is not None:
+            write_json(args.json, result)
+    except MmfusionError as err:
+        print(f'mmfusion {args.command}: error: {err}', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f'mmfusion {args.command}: interrupted', file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Parameters: frozen dataclasses per stage, composed into one, loaded from ROS-form YAML.
+
+A parameter file is what ``ros2 launch`` passes to the node, and the same file serves ``mmfusion
+replay`` and the DDS node::
+
+    /**:
+      ros__parameters:
+        frames: {fixed: map, base: base_link}
+        grid: {x_range: [-51.2, 51.2], y_range: [-51.2, 51.2], z_range: [-5.0, 3.0], cell_size: 0.4}
+        sensors:
+          lidar_top: {modality: lidar, topic: /LIDAR_TOP, type: sensor_msgs/msg/PointCloud2, ...}
+
+ROS 2 parameters are scalars and arrays of scalars nested in dicts, so the sensors are a dict keyed
+by sensor name, never a list of dicts. Every key is checked against the dataclass it fills: an
+unknown key or a value of the wrong type is a ``ConfigError`` whose message starts with the key path
+(``sensors.cam_front.rate_hz: expected a number, got 'fast'``). Values derived from others (the grid
+shape) are computed once, in ``__post_init__``, and can not be set in the file.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    'CONFIG_DIR',
+    'DEFAULT_CONFIG',
+    'FramesConfig',
+    'FusionConfig',
+    'GridConfig',
+    'SensorConfig',
+    'config_from_dict',
+    'load_config',
+]
+
+
+
+def _config_dir() -> Path:
+    """``config/`` of a source checkout, else where pip or colcon installed it (share/mmfusion_ros)."""
+    checkout = Path(__file__).resolve().parents[1] / 'config'
+    installed = Path(sys.prefix) / 'share' / 'mmfusion_ros' / 'config'
+    return checkout if (checkout / 'default.yaml').is_file() else installed
+
+
+CONFIG_DIR = _config_dir()
+DEFAULT_CONFIG = CONFIG_DIR / 'default.yaml'
+
+Modality = Literal['camera', 'lidar', 'radar']
+MODALITIES: tuple[str, ...] = typing.get_args(Modality)
+
+# Message types each modality can be read from.
+SENSOR_TYPES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
+    'camera': ('sensor_msgs/msg/CompressedImage', 'sensor_msgs/msg/Image'),
+    'lidar': ('sensor_msgs/msg/PointCloud2',),
+    'radar': ('sensor_msgs/msg/PointCloud2', 'radar_msgs/msg/RadarScan'),
+})
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """One input stream: where it comes from and how its clock relates to the others."""
+
+    modality: Modality
+    topic: str
+    type: str
+    frame_id: str = ''  # expected header.frame_id; empty accepts what the messages say
+    rate_hz: float = 10.0  # nominal rate, for staleness and rate diagnostics
+    offset_ms: float = 0.0  # added to the message stamps: a known constant clock offset
+    info_topic: str = ''  # cameras: the CameraInfo topic (required for cameras)
+
+    def __post_init__(self) -> None:
+        if not self.topic.startswith('/'):
+            raise ConfigError(f'topic: {self.topic!r} must be absolute (start with "/")')
+        if self.type not in SENSOR_TYPES[self.modality]:
+            raise ConfigError(f'type: {self.modality} reads {", ".join(SENSOR_TYPES[self.modality])}, '
+                              f'not {self.type!r}')
+        if not self.rate_hz > 0:
+            raise ConfigError(f'rate_hz: must be positive, got {self.rate_hz}')
+        if self.modality == 'camera' and not self.info_topic.startswith('/'):
+            raise ConfigError(f'info_topic: cameras need an absolute CameraInfo topic, got '
+                              f'{self.info_topic!r}')
+        if self.modality != 'camera' and self.info_topic:
+            raise ConfigError(f'info_topic: only cameras have one ({self.modality} has {self.info_topic!r})')
+
+    @property
+    def offset_ns(self) -> int:
+        return round(self.offset_ms * 1e6)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic this sensor reads (the data topic, then CameraInfo for cameras)."""
+        return (self.topic, self.info_topic) if self.info_topic else (self.topic,)
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    fixed: str = 'map'  # the frame the world stands still in (time-aware lookups go through it)
+    base: str = 'base_link'  # the vehicle frame; detections are published in it
+
+    def __post_init__(self) -> None:
+        for name in ('fixed', 'base'):
+            if not getattr(self, name):
+                raise ConfigError(f'{name}: frame name must not be empty')
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The bird's-eye-view grid in the base frame; every modality lifts onto this one grid."""
+
+    x_range: tuple[float, float] = (-51.2, 51.2)  # metres, [min, max)
+    y_range: tuple[float, float] = (-51.2, 51.2)
+    z_range: tuple[float, float] = (-5.0, 3.0)
+    cell_size: float = 0.4  # metres per BEV cell, both axes
+    shape: tuple[int, int] = field(init=False)  # derived: (rows along y, columns along x)
+
+    def __post_init__(self) -> None:
+        if not self.cell_size > 0:
+            raise ConfigError(f'cell_size: must be positive, got {self.cell_size}')
+        cells = []
+        for name in ('y_range', 'x_range'):
+            low, high = getattr(self, name)
+            if not high > low:
+                raise ConfigError(f'{name}: needs min < max, got [{low}, {high}]')
+            count = (high - low) / self.cell_size
+            if abs(count - round(count)) > 1e-6:
+                raise ConfigError(f'{name}: extent {high - low:g} m is not a whole number of '
+                                  f'{self.cell_size:g} m cells')
+            cells.append(round(count))
+        low, high = self.z_range
+        if not high > low:
+            raise ConfigError(f'z_range: needs min < max, got [{low}, {high}]')
+        object.__setattr__(self, 'shape', (cells[0], cells[1]))
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Everything one node, replay or DDS bridge needs, composed from the stage configs."""
+
+    sensors: Mapping[str, SensorConfig]
+    frames: FramesConfig = FramesConfig()
+    grid: GridConfig = GridConfig()
+
+    def __post_init__(self) -> None:
+        if not self.sensors:
+            raise ConfigError('sensors: at least one sensor must be declared')
+        seen: dict[str, str] = {}
+        for name, sensor in self.sensors.items():
+            for topic in sensor.topics:
+                if topic in seen:
+                    raise ConfigError(f'sensors.{name}.topic: {topic} is also read by sensor {seen[topic]}')
+                seen[topic] = name
+
+    def sensors_of(self, modality: str) -> dict[str, SensorConfig]:
+        return {name: s for name, s in self.sensors.items() if s.modality == modality}
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, node_name: str = 'mmfusion') -> FusionConfig:
+    """Read a ROS-form parameter file into a ``FusionConfig``.
+
+    The parameters are taken from the ``/**`` section, or from the section of ``node_name`` (with or
+    without a leading slash or namespace), merged in that order as ROS 2 does.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f'{path}: cannot read parameter file ({err.strerror or err})') from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f' line {mark.line + 1}' if mark else ''
+        raise ConfigError(f'{path}:{where} not valid YAML ({getattr(err, "problem", err)})') from err
+    if not isinstance(document, dict):
+        raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
+    params: dict[str, Any] = {}
+    matched = False
+    for key, section in document.items():
+        if str(key) != '/**' and str(key).rsplit('/', 1)[-1] != node_name:
+            continue
+        if not isinstance(section, dict) or set(section) != {'ros__parameters'}:
+            raise ConfigError(f'{path}: {key}: expected exactly one key, ros__parameters')
+        body = section['ros__parameters']
+        if not isinstance(body, dict):
+            raise ConfigError(f'{path}: {key}.ros__parameters: expected a mapping')
+        params = _merge(params, body)
+        matched = True
+    if not matched:
+        raise ConfigError(f'{path}: no "/**" or "{node_name}" section with ros__parameters')
+    try:
+        return config_from_dict(FusionConfig, params)
+    except ConfigError as err:
+        raise ConfigError(f'{path}: {err}') from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any], path: str = '') -> Any:
+    """Build dataclass ``cls`` from plain data, checking every key and type against its fields."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f'{path or "parameters"}: expected a mapping, got {_describe(data)}')
+    hints = typing.get_type_hints(cls)
+    settable = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    derived = {f.name for f in dataclasses.fields(cls) if not f.init}
+    kwargs = {}
+    for key, value in data.items():
+        key_path = f'{path}.{key}' if path else str(key)
+        if key in derived:
+            raise ConfigError(f'{key_path}: is derived from other parameters and can not be set')
+        if key not in settable:
+            raise ConfigError(f'{key_path}: unknown parameter; expected one of {", ".join(sorted(settable))}')
+        kwargs[key] = _convert(hints[key], value, key_path)
+    missing = [name for name, f in settable.items() if name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f'{path + "." if path else ""}{missing[0]}: required parameter is missing')
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f'{path + "." if path else ""}{err}') from None
+
+
+def _convert(hint: Any, value: Any, key_path: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; return it in the annotated type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, key_path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f'{key_path}: expected one of {", ".join(map(str, args))}, got {value!r}')
+        return value
+    if origin in (collections.abc.Mapping, dict) or hint is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{key_path}: expected a mapping, got {_describe(value)}')
+        value_type = args[1] if args else Any
+        return types.MappingProxyType({str(k): _convert(value_type, v, f'{key_path}.{k}')
+                                       for k, v in value.items()})
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f'{key_path}: expected a list, got {_describe(value)}')
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f'{key_path}[{i}]') for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f'{key_path}: expected {len(args)} values, got {len(value)}')
+        return tuple(_convert(a, v, f'{key_path}[{i}]') for i, (a, v) in enumerate(zip(args, value)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f'{key_path}: expected true or false, got {_describe(value)}')
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f'{key_path}: expected an integer, got {_describe(value)}')
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f'{key_path}: expected a finite number, got {_describe(value)}')
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f'{key_path}: expected a string, got {_describe(value)}')
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f'{key_path}: parameters of type {hint} are not supported')
+
+
+def _describe(value: Any) -> str:
+    return f'{type(value).__name__} {value!r}' if not isinstance(value, (dict, list)) else type(value).__name__
