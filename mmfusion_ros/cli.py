@@ -23,9 +23,9 @@ __all__ = ['inspect_bag', 'main']
 EXIT_BAD_INPUT = 2
 
 
-def inspect_bag(paths: Sequence[Path], config: FusionConfig) -> dict[str, Any]:
+def inspect_bag(paths: Sequence[Path], config: FusionConfig, *, recover: bool = False) -> dict[str, Any]:
     """What a recording holds, and which of its topics each configured sensor would read."""
-    with BagReader(paths) as reader:
+    with BagReader(paths, recover=recover) as reader:
         topics = [{'name': t.name, 'type': t.msgtype, 'count': t.count, 'rate_hz': round(t.rate_hz, 3)}
                   for t in reader.topics]
         result: dict[str, Any] = {
@@ -36,6 +36,8 @@ def inspect_bag(paths: Sequence[Path], config: FusionConfig) -> dict[str, Any]:
             'duration_s': reader.duration_s,
             'message_count': sum(t['count'] for t in topics),
             'topics': topics,
+            'truncated': [{'path': str(t.path), 'file_size': t.file_size, 'lost_bytes': t.lost_bytes,
+                           'messages_complete': t.messages_complete} for t in reader.truncated],
         }
     by_name = {t['name']: t for t in topics}
     bindings = []
@@ -58,6 +60,9 @@ def inspect_bag(paths: Sequence[Path], config: FusionConfig) -> dict[str, Any]:
 def _print_inspect(result: dict[str, Any]) -> None:
     print(f'storage: {result["storage"]}   duration: {result["duration_s"]:.3f} s   '
           f'messages: {result["message_count"]}')
+    for cut in result['truncated']:
+        print(f'warning: {cut["path"]} is truncated: the last {cut["lost_bytes"]} of its '
+              f'{cut["file_size"]} bytes held no complete message', file=sys.stderr)
     width = max([len(t['name']) for t in result['topics']] + [5])
     print(f'\n{"topic":<{width}}  {"type":<36} {"count":>7} {"rate Hz":>9}')
     for t in result['topics']:
@@ -68,7 +73,7 @@ def _print_inspect(result: dict[str, Any]) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    result = inspect_bag(args.bag, load_config(args.config))
+    result = inspect_bag(args.bag, load_config(args.config), recover=args.recover)
     _print_inspect(result)
     return result
 
@@ -83,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument('bag', nargs='+', type=Path,
                          help='rosbag2 directory (sqlite3 or mcap) or .mcap file; several are merged')
     inspect.add_argument('--config', type=Path, default=DEFAULT_CONFIG, help='ROS-form parameter file')
+    inspect.add_argument('--recover', action='store_true',
+                         help='read a cut-off MCAP file up to the cut instead of refusing it')
     inspect.add_argument('--json', type=Path, metavar='PATH', help='also write the result as JSON')
     inspect.set_defaults(run=_cmd_inspect)
     return parser
@@ -101,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f'mmfusion {args.command}: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``mmfusion inspect BAG | head``): not an error.
+        sys.stderr.close()
+        return 0
     return 0
 
 
