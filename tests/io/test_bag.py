@@ -406,7 +406,7 @@ def test_truncated_mcap(tmp_path: Path, cut: int | str) -> None:
     cut_file.write_bytes(data[:size])
 
     with pytest.raises(BagError, match=r'cut.mcap: MCAP file is truncated \(no footer: the recording '
-                                       r'was cut off\); open it with recover=True') as err:
+                                       r'was cut off\); read it with recovery \(--recover; recover=True\)') as err:
         BagReader(cut_file).open()
     _one_line(err)
 
