@@ -20,15 +20,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
 __all__ = [
     'NS_PER_S',
+    'BoxMarker',
     'CameraImage',
     'CameraIntrinsics',
     'Detections3D',
+    'DiagnosticStatus',
     'PointCloud',
     'RadarPoints',
     'RigidTransform',
@@ -376,3 +378,57 @@ class Detections3D:
     def empty(cls, stamp_ns: int, frame_id: str) -> Detections3D:
         return cls(stamp_ns, frame_id, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros((0, 2)),
                    (), np.zeros(0))
+
+
+@dataclass(frozen=True)
+class DiagnosticStatus:
+    """The health of one component, as ``diagnostic_msgs/DiagnosticStatus`` reports it."""
+
+    OK: ClassVar[int] = 0
+    WARN: ClassVar[int] = 1
+    ERROR: ClassVar[int] = 2
+    STALE: ClassVar[int] = 3
+
+    level: int  # OK, WARN, ERROR or STALE
+    name: str
+    message: str = ''
+    hardware_id: str = ''
+    values: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, in order
+
+    def __post_init__(self) -> None:
+        if self.level not in (self.OK, self.WARN, self.ERROR, self.STALE):
+            raise ValueError(f'DiagnosticStatus({self.name!r}): level {self.level!r} is not one of '
+                             f'0 OK, 1 WARN, 2 ERROR, 3 STALE')
+        values = tuple((str(key), str(value)) for key, value in self.values)
+        object.__setattr__(self, 'values', values)
+
+
+@dataclass(frozen=True, eq=False)
+class BoxMarker:
+    """One box to draw in a viewer: what ``encode_markers`` turns into cube, label and arrow."""
+
+    id: int
+    center: np.ndarray  # (3,) float64 box centre
+    size: np.ndarray  # (3,) float64 length, width, height
+    yaw: float  # heading about +z, radians
+    rgba: np.ndarray  # (4,) float64 colour, each in [0, 1]
+    label: str = ''  # text shown above the box; empty draws none
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (2,) float64 vx, vy, m/s
+    lifetime_ns: int = 0  # how long a viewer keeps it without an update; 0 keeps it until replaced
+
+    def __post_init__(self) -> None:
+        what = f'BoxMarker({self.id})'
+        object.__setattr__(self, 'center', _checked_array(self.center, np.float64, (3,), f'{what}.center'))
+        size = _checked_array(self.size, np.float64, (3,), f'{what}.size')
+        if np.any(size < 0):
+            raise ValueError(f'{what}: negative box size {size.tolist()}')
+        object.__setattr__(self, 'size', size)
+        rgba = _checked_array(self.rgba, np.float64, (4,), f'{what}.rgba')
+        if np.any(rgba < 0) or np.any(rgba > 1):
+            raise ValueError(f'{what}: colour {rgba.tolist()} is outside [0, 1]')
+        object.__setattr__(self, 'rgba', rgba)
+        object.__setattr__(self, 'velocity',
+                           _checked_array(self.velocity, np.float64, (2,), f'{what}.velocity'))
+        object.__setattr__(self, 'yaw', float(self.yaw))
+        if self.lifetime_ns < 0:
+            raise ValueError(f'{what}: negative lifetime {self.lifetime_ns} ns')
