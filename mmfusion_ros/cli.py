@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import DEFAULT_CONFIG, FusionConfig, load_config
-from .errors import MmfusionError
+from .errors import ConfigError, MmfusionError
 from .io.bag import BagReader
 from .io.json_file import write_json
 
@@ -78,6 +78,37 @@ def _cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    # Imported here: the simulator pulls in open3d, which the other commands do not need.
+    from .sim.faults import load_faults
+    from .sim.scenario import load_scenario
+    from .sim.simulator import Simulation, record_bag, record_dataset
+
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError(f'--duration: must be positive, got {args.duration}')
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f'--frames: must be at least 1, got {args.frames}')
+    config = load_config(args.config)
+    scenarios = [load_scenario(name) for name in args.scenario.split(',')]
+    # Everything is validated before the first scene starts: a bad fault file writes no bag.
+    schedules = [load_faults(args.faults or 'none', s.rig, args.duration or s.duration_s) for s in scenarios]
+    if args.scenes is None:
+        simulation = Simulation(scenarios[0], config, schedules[0], args.seed)
+        result = record_bag(simulation, args.out, storage=args.storage, duration_s=args.duration,
+                            sweeps=args.frames, overwrite=args.overwrite)
+        print(f'{result["bag"]}: {result["frames"]} frames, {result["sim_s"]:.1f} s of scene in '
+              f'{result["wall_s"]:.1f} s ({result["fps"]:.2f} frames/s, {result["realtime_factor"]:.2f}x '
+              f'real time), {result["bag_bytes"] / 1e6:.1f} MB ({result["bytes_per_sim_s"] / 1e6:.2f} MB per '
+              f'second of scene)')
+        return result
+    if args.scenes < 1:
+        raise ConfigError(f'--scenes: must be at least 1, got {args.scenes}')
+    index = record_dataset(args.out, args.scenes, scenarios, schedules, config, seed=args.seed,
+                           storage=args.storage, duration_s=args.duration, sweeps=args.frames)
+    print(f'{args.out}: {len(index["scenes"])} scenes, {index["frames"]} frames')
+    return index
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
@@ -92,6 +123,25 @@ def _parser() -> argparse.ArgumentParser:
                          help='read a cut-off MCAP file up to the cut instead of refusing it')
     inspect.add_argument('--json', type=Path, metavar='PATH', help='also write the result as JSON')
     inspect.set_defaults(run=_cmd_inspect)
+
+    simulate = commands.add_parser('simulate', help='record a simulated drive (or a training set) as rosbag2')
+    simulate.add_argument('--scenario', default='urban',
+                          help='named scenario (urban, highway, intersection, night) or a YAML file; '
+                               'with --scenes, a comma-separated list to rotate through')
+    simulate.add_argument('--out', type=Path, required=True,
+                          help='bag to write; with --scenes, a folder of bags plus index.json')
+    length = simulate.add_mutually_exclusive_group()
+    length.add_argument('--duration', type=float, help='seconds of scene (default: the scenario\'s)')
+    length.add_argument('--frames', type=int, help='number of lidar sweeps')
+    simulate.add_argument('--seed', type=int, default=0, help='world, traffic and noise seed')
+    simulate.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
+    simulate.add_argument('--faults', help='named fault preset or a YAML fault schedule (default: none)')
+    simulate.add_argument('--scenes', type=int, help='dataset mode: write this many scenes, seeds seed+i')
+    simulate.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
+                          help='fusion parameter file: sensor topics, frames and rates')
+    simulate.add_argument('--overwrite', action='store_true', help='replace an existing bag')
+    simulate.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
+    simulate.set_defaults(run=_cmd_simulate)
     return parser
 
 
