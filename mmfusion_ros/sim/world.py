@@ -69,6 +69,11 @@ MATERIALS: tuple[Material, ...] = (
     Material('cloth_dark', (0.15, 0.15, 0.22), 0.20),
     Material('cloth_bright', (0.80, 0.30, 0.20), 0.30),
     Material('skin', (0.80, 0.60, 0.48), 0.30),
+    Material('concrete', (0.63, 0.62, 0.58), 0.40),
+    Material('tail_light', (0.85, 0.06, 0.04), 0.60, emissive=True),
+    Material('paint_orange', (0.88, 0.42, 0.08), 0.50),
+    Material('paint_teal', (0.05, 0.45, 0.48), 0.45),
+    Material('cloth_blue', (0.16, 0.26, 0.52), 0.25),
 )
 _MATERIAL_IDS = {m.name: i for i, m in enumerate(MATERIALS)}
 

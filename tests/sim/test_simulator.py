@@ -55,12 +55,13 @@ def urban_bag(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_same_seed_gives_the_same_bytes(tmp_path, urban_bag):
-    again, _ = simulate(tmp_path, 'again')
+    # Same bag name in another folder: the storage file embeds its own name.
+    again, _ = simulate(tmp_path, 'urban')
     other, _ = simulate(tmp_path, 'other', seed=4)
     assert digest(again) == digest(urban_bag[0])
     assert digest(other) != digest(urban_bag[0])
-    storage_file = next(urban_bag[0].glob('*.mcap')).read_bytes()
-    assert next(again.glob('*.mcap')).read_bytes() == storage_file
+    for name in ('urban.mcap', 'metadata.yaml'):
+        assert (again / name).read_bytes() == (urban_bag[0] / name).read_bytes(), name
 
 
 def test_every_topic_at_its_rate(urban_bag):
