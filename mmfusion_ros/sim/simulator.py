@@ -271,7 +271,7 @@ def record_bag(simulation: Simulation, out: Path, *, storage: str = 'mcap', dura
     if sweeps is not None:
         lidar_rate = min(s.rate_hz for s in simulation.config.sensors_of('lidar').values())
         total = sweeps / lidar_rate
-    with tqdm(total=round(total, 2), unit='sim s', disable=not show_progress, leave=False,
+    with tqdm(total=round(total, 2), unit='sim s', disable=not show_progress, leave=False, mininterval=0.5,
               desc=out.name, bar_format='{l_bar}{bar}| {n:.1f}/{total:.1f} sim s [{elapsed}<{remaining}]') as bar:
         def advance(t: float) -> None:
             bar.update(max(0.0, min(t, total) - bar.n))

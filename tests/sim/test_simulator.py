@@ -104,6 +104,28 @@ def test_ground_truth_boxes_are_in_base_link_with_velocity(urban_bag):
     assert np.any(np.linalg.norm(velocities, axis=1) > 1.0)
 
 
+def test_lidar_sees_the_annotated_objects_where_the_ground_truth_puts_them(urban_bag):
+    # Across modules: the lidar frame from /tf_static, the cloud and the boxes must agree.
+    with BagReader(urban_bag[0]) as reader:
+        clouds = [decode_pointcloud(m.raw) for m in reader.messages(['/LIDAR_TOP'])]
+        truths = [decode_detections(m.raw) for m in reader.messages([GROUND_TRUTH_TOPIC])]
+        static = [t for m in reader.messages(['/tf_static']) for t in decode_tf(m.raw, static=True)]
+    lidar_to_base = next(t.transform for t in static if t.child_frame == 'LIDAR_TOP')
+    near_with_points, near = 0, 0
+    for cloud, truth in zip(clouds, truths):
+        points = lidar_to_base.apply(cloud.xyz.astype(np.float64))
+        for centre, size, yaw in zip(truth.centers, truth.sizes, truth.yaws):
+            if np.hypot(*centre[:2]) > 25:
+                continue
+            local = (points - centre) @ np.array([[np.cos(yaw), -np.sin(yaw), 0],
+                                                  [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+            inside = np.all(np.abs(local) <= size / 2 + 0.15, axis=1)
+            near += 1
+            near_with_points += int(inside.sum() >= 3)
+    assert near > 10
+    assert near_with_points / near > 0.6  # the rest are hidden behind nearer objects
+
+
 def test_tf_places_base_link_on_the_ego_path(urban_bag):
     with BagReader(urban_bag[0]) as reader:
         transforms = [t for m in reader.messages(['/tf']) for t in decode_tf(m.raw, static=False)]
