@@ -15,7 +15,6 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .config import DEFAULT_CONFIG, FusionConfig, load_config
 from .errors import ConfigError, MmfusionError
-from .io.bag import BagReader
 from .io.json_file import write_json
 
 __all__ = ['inspect_bag', 'main']
@@ -25,6 +24,8 @@ EXIT_BAD_INPUT = 2
 
 def inspect_bag(paths: Sequence[Path], config: FusionConfig, *, recover: bool = False) -> dict[str, Any]:
     """What a recording holds, and which of its topics each configured sensor would read."""
+    from .io.bag import BagReader  # here, not at the top: each command imports only what it uses
+
     with BagReader(paths, recover=recover) as reader:
         topics = [{'name': t.name, 'type': t.msgtype, 'count': t.count, 'rate_hz': round(t.rate_hz, 3)}
                   for t in reader.topics]
@@ -109,6 +110,32 @@ def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     return index
 
 
+def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from tqdm import tqdm
+
+    from .geometry.benchmark import run_benchmark
+    from .geometry.benchmark_cases import kernel_cases
+
+    cases = kernel_cases(only=args.kernels)
+    device = args.device
+    if device == 'cuda':
+        from numba import cuda
+
+        if not cuda.is_available():
+            raise MmfusionError('--device cuda: no CUDA device is available here')
+    with tqdm(total=len(cases), desc='kernels', unit='kernel') as bar:
+        results = run_benchmark(cases, device=device, repeats=args.repeats,
+                                progress=lambda name: (bar.set_postfix_str(name), bar.update(0)))
+        bar.update(len(cases))
+    print(f'{"kernel":<22} {"numba ms":>10} {"baseline ms":>12} {"speedup":>8} {"bw frac":>8} '
+          f'{"compile s":>9}  target')
+    for r in results:
+        print(f'{r["kernel"]:<22} {r["numba_ms"]:>10.3f} {r["baseline_ms"]:>12.3f} {r["speedup"]:>8.2f} '
+              f'{r["bandwidth_fraction"]:>8.3f} {r["compile_s"]:>9.2f}  {"met" if r["target_met"] else "missed"}'
+              + (f'   cuda {r["cuda_ms"]:.3f} ms' if 'cuda_ms' in r else ''))
+    return results
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
@@ -142,12 +169,21 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument('--overwrite', action='store_true', help='replace an existing bag')
     simulate.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
     simulate.set_defaults(run=_cmd_simulate)
+
+    bench = commands.add_parser('bench', help='measure speed: geometry kernels against their baselines')
+    bench.add_argument('target', choices=('kernels',), help='what to measure')
+    bench.add_argument('--kernels', nargs='+', metavar='NAME', help='only these kernels (default: all)')
+    bench.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
+                       help='cuda also times the CUDA kernels (with transfers)')
+    bench.add_argument('--repeats', type=int, default=7, help='timed calls per implementation (median)')
+    bench.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
+    bench.set_defaults(run=_cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], dict[str, Any] | None] = args.run
+    run: Callable[[argparse.Namespace], Any] = args.run
     try:
         result = run(args)
         if getattr(args, 'json', None) is not None and result is not None:
