@@ -26,8 +26,10 @@ demo: setup $(DEMO_BAG)
 	$(VENV)/bin/mmfusion inspect $(DEMO_BAG) --json $(DEMO_OUT)/inspect.json
 	@echo "demo: report written to $(DEMO_OUT)/inspect.json"
 
+# The CUDA kernels run a second time in numba's CUDA simulator (no GPU needed), on tiny inputs.
 test: setup
 	$(PYTHON) -m pytest
+	NUMBA_ENABLE_CUDASIM=1 $(PYTHON) -m pytest -m cuda tests/geometry/cuda
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -116,13 +116,13 @@ def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .geometry.benchmark import run_benchmark
     from .geometry.benchmark_cases import kernel_cases
 
-    cases = kernel_cases(only=args.kernels)
     device = args.device
     if device == 'cuda':
         from numba import cuda
 
         if not cuda.is_available():
             raise MmfusionError('--device cuda: no CUDA device is available here')
+    cases = kernel_cases(only=args.kernels, cuda=device == 'cuda')
     with tqdm(total=len(cases), desc='kernels', unit='kernel') as bar:
         results = run_benchmark(cases, device=device, repeats=args.repeats,
                                 progress=lambda name: (bar.set_postfix_str(name), bar.update(0)))
@@ -131,7 +131,7 @@ def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
           f'{"compile s":>9}  target')
     for r in results:
         print(f'{r["kernel"]:<22} {r["numba_ms"]:>10.3f} {r["baseline_ms"]:>12.3f} {r["speedup"]:>8.2f} '
-              f'{r["bandwidth_fraction"]:>8.3f} {r["compile_s"]:>9.2f}  {"met" if r["target_met"] else "missed"}'
+              f'{r["bandwidth_fraction"]:>8.3f} {r.get("compile_s", float("nan")):>9.2f}  {"met" if r["target_met"] else "missed"}'
               + (f'   cuda {r["cuda_ms"]:.3f} ms' if 'cuda_ms' in r else ''))
     return results
 

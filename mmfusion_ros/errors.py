@@ -12,6 +12,7 @@ __all__ = [
     'ConfigError',
     'DecodeError',
     'EncodeError',
+    'GeometryError',
     'MessageError',
     'MmfusionError',
     'ReportError',
@@ -58,3 +59,7 @@ class CalibrationError(MmfusionError):
 
 class ReportError(MmfusionError):
     """A result file or report cannot be written."""
+
+
+class GeometryError(MmfusionError):
+    """Input to a geometry kernel (points, grid, calibration, feature maps) has the wrong shape or type."""
