@@ -1,27 +1,24 @@
-"""Recordings in and out: rosbag2 bags (sqlite3 and mcap) as raw CDR, and dataset readers."""
+"""Recordings in and out: rosbag2 bags (sqlite3 and mcap) as raw CDR, dataset readers, JSON results.
 
-from mmfusion_ros.io.bag import (
-    QOS_PRESETS,
-    STORAGES,
-    BagMessage,
-    BagReader,
-    BagWriter,
-    QosProfile,
-    TopicInfo,
-    TruncatedFile,
-)
-from mmfusion_ros.io.nuscenes import NuscenesCamera, NuscenesKeyframe, load_nuscenes_keyframe
+Names are imported on first use, so a tool that only writes JSON does not need rosbags installed.
+"""
 
-__all__ = [
-    'QOS_PRESETS',
-    'STORAGES',
-    'BagMessage',
-    'BagReader',
-    'BagWriter',
-    'NuscenesCamera',
-    'NuscenesKeyframe',
-    'QosProfile',
-    'TopicInfo',
-    'TruncatedFile',
-    'load_nuscenes_keyframe',
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    'QOS_PRESETS': 'bag', 'STORAGES': 'bag', 'BagMessage': 'bag', 'BagReader': 'bag', 'BagWriter': 'bag',
+    'QosProfile': 'bag', 'TopicInfo': 'bag', 'TruncatedFile': 'bag',
+    'NuscenesCamera': 'nuscenes', 'NuscenesKeyframe': 'nuscenes', 'load_nuscenes_keyframe': 'nuscenes',
+    'write_json': 'json_file',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    return getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'), name)
