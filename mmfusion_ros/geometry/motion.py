@@ -27,6 +27,7 @@ ulp apart.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numba
@@ -227,25 +228,24 @@ def compensate_ego_motion_reference(points: np.ndarray, point_times_ns: np.ndarr
 # Numba: prange over chunks of points; the motion is recomputed only when the time stamp changes.
 
 
-@njit(cache=True, fastmath=False, error_model='numpy')
-def _motion_at(time_ns: int, times_ns: np.ndarray, quaternions: np.ndarray, translations: np.ndarray,
-               interval: np.ndarray, target_rotation_t: np.ndarray, target_translation: np.ndarray,
-               motion: np.ndarray) -> None:
-    """Write the 3x4 ``inverse(T(target)) @ T(time)`` into ``motion``; same order as the reference."""
-    num_samples = times_ns.shape[0]
-    k = min(max(np.searchsorted(times_ns, time_ns, side='right') - 1, 0), num_samples - 2)
-    alpha = np.float64(time_ns - times_ns[k]) / np.float64(times_ns[k + 1] - times_ns[k])
+def interpolated_motion(k, alpha, quaternions, translations, interval, target_rotation_t, target_translation,
+                        motion):
+    """Write the 3x4 ``inverse(T(target)) @ T(t)`` for ``t`` at fraction ``alpha`` of segment ``k``.
+
+    Plain Python on purpose: the CPU kernel compiles it with ``njit`` and the CUDA kernel as a
+    device function, so both run the same arithmetic in the same order as the reference.
+    """
     theta = interval[k, 0]
     if interval[k, 2] != 0.0:
         qw = quaternions[k, 0] + alpha * (quaternions[k + 1, 0] - quaternions[k, 0])
         qx = quaternions[k, 1] + alpha * (quaternions[k + 1, 1] - quaternions[k, 1])
         qy = quaternions[k, 2] + alpha * (quaternions[k + 1, 2] - quaternions[k, 2])
         qz = quaternions[k, 3] + alpha * (quaternions[k + 1, 3] - quaternions[k, 3])
-        norm = np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+        norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
         qw, qx, qy, qz = qw / norm, qx / norm, qy / norm, qz / norm
     else:
-        w0 = np.sin((1.0 - alpha) * theta) / interval[k, 1]
-        w1 = np.sin(alpha * theta) / interval[k, 1]
+        w0 = math.sin((1.0 - alpha) * theta) / interval[k, 1]
+        w1 = math.sin(alpha * theta) / interval[k, 1]
         qw = w0 * quaternions[k, 0] + w1 * quaternions[k + 1, 0]
         qx = w0 * quaternions[k, 1] + w1 * quaternions[k + 1, 1]
         qy = w0 * quaternions[k, 2] + w1 * quaternions[k + 1, 2]
@@ -268,6 +268,21 @@ def _motion_at(time_ns: int, times_ns: np.ndarray, quaternions: np.ndarray, tran
         motion[row, 1] = a[row, 0] * r01 + a[row, 1] * r11 + a[row, 2] * r21
         motion[row, 2] = a[row, 0] * r02 + a[row, 1] * r12 + a[row, 2] * r22
         motion[row, 3] = a[row, 0] * offset_x + a[row, 1] * offset_y + a[row, 2] * offset_z
+
+
+_interpolated_motion = njit(cache=True, fastmath=False, error_model='numpy', inline='always')(interpolated_motion)
+
+
+@njit(cache=True, fastmath=False, error_model='numpy')
+def _motion_at(time_ns: int, times_ns: np.ndarray, quaternions: np.ndarray, translations: np.ndarray,
+               interval: np.ndarray, target_rotation_t: np.ndarray, target_translation: np.ndarray,
+               motion: np.ndarray) -> None:
+    """Write the 3x4 ``inverse(T(target)) @ T(time)`` into ``motion``; same order as the reference."""
+    num_samples = times_ns.shape[0]
+    k = min(max(np.searchsorted(times_ns, time_ns, side='right') - 1, 0), num_samples - 2)
+    alpha = np.float64(time_ns - times_ns[k]) / np.float64(times_ns[k + 1] - times_ns[k])
+    _interpolated_motion(k, alpha, quaternions, translations, interval, target_rotation_t, target_translation,
+                         motion)
 
 
 @njit(parallel=True, cache=True, fastmath=False, error_model='numpy')

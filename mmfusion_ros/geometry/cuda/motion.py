@@ -15,14 +15,13 @@ multiply-adds. Either way the result agrees with the reference to well under a m
 from __future__ import annotations
 
 import functools
-import math
 from types import SimpleNamespace
 from typing import Any
 
 import numba
 import numpy as np
 
-from mmfusion_ros.geometry.motion import _check_point_times, _checked_points, _pose_table
+from mmfusion_ros.geometry.motion import _check_point_times, _checked_points, _pose_table, interpolated_motion
 
 __all__ = ['compensate_ego_motion_cuda']
 
@@ -35,6 +34,8 @@ def _kernels() -> SimpleNamespace:
     """Compile the kernel once per process (lazily: this is where numba.cuda is imported)."""
     global cuda  # the kernels read it as a module global: Numba's CUDA simulator swaps it there
     from numba import cuda
+
+    interpolated_motion_device = cuda.jit(device=True)(interpolated_motion)
 
     @cuda.jit
     def compensate_kernel(points, point_times_ns, times_ns, quaternions, translations, interval,
@@ -57,43 +58,15 @@ def _kernels() -> SimpleNamespace:
                 high = middle
         k = min(max(low - 1, 0), num_samples - 2)
         alpha = numba.float64(time_ns - times_ns[k]) / numba.float64(times_ns[k + 1] - times_ns[k])
-        theta = interval[k, 0]
-        if interval[k, 2] != 0.0:
-            qw = quaternions[k, 0] + alpha * (quaternions[k + 1, 0] - quaternions[k, 0])
-            qx = quaternions[k, 1] + alpha * (quaternions[k + 1, 1] - quaternions[k, 1])
-            qy = quaternions[k, 2] + alpha * (quaternions[k + 1, 2] - quaternions[k, 2])
-            qz = quaternions[k, 3] + alpha * (quaternions[k + 1, 3] - quaternions[k, 3])
-            norm = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-            qw, qx, qy, qz = qw / norm, qx / norm, qy / norm, qz / norm
-        else:
-            w0 = math.sin((1.0 - alpha) * theta) / interval[k, 1]
-            w1 = math.sin(alpha * theta) / interval[k, 1]
-            qw = w0 * quaternions[k, 0] + w1 * quaternions[k + 1, 0]
-            qx = w0 * quaternions[k, 1] + w1 * quaternions[k + 1, 1]
-            qy = w0 * quaternions[k, 2] + w1 * quaternions[k + 1, 2]
-            qz = w0 * quaternions[k, 3] + w1 * quaternions[k + 1, 3]
-        r00 = 1.0 - 2.0 * (qy * qy + qz * qz)
-        r01 = 2.0 * (qx * qy - qz * qw)
-        r02 = 2.0 * (qx * qz + qy * qw)
-        r10 = 2.0 * (qx * qy + qz * qw)
-        r11 = 1.0 - 2.0 * (qx * qx + qz * qz)
-        r12 = 2.0 * (qy * qz - qx * qw)
-        r20 = 2.0 * (qx * qz - qy * qw)
-        r21 = 2.0 * (qy * qz + qx * qw)
-        r22 = 1.0 - 2.0 * (qx * qx + qy * qy)
-        offset_x = translations[k, 0] + alpha * (translations[k + 1, 0] - translations[k, 0]) - target_translation[0]
-        offset_y = translations[k, 1] + alpha * (translations[k + 1, 1] - translations[k, 1]) - target_translation[1]
-        offset_z = translations[k, 2] + alpha * (translations[k + 1, 2] - translations[k, 2]) - target_translation[2]
+        motion = cuda.local.array((3, 4), numba.float64)
+        interpolated_motion_device(k, alpha, quaternions, translations, interval, target_rotation_t,
+                                   target_translation, motion)
         px = numba.float64(points[i, 0])
         py = numba.float64(points[i, 1])
         pz = numba.float64(points[i, 2])
-        a = target_rotation_t
         for row in range(3):
-            m0 = a[row, 0] * r00 + a[row, 1] * r10 + a[row, 2] * r20
-            m1 = a[row, 0] * r01 + a[row, 1] * r11 + a[row, 2] * r21
-            m2 = a[row, 0] * r02 + a[row, 1] * r12 + a[row, 2] * r22
-            m3 = a[row, 0] * offset_x + a[row, 1] * offset_y + a[row, 2] * offset_z
-            out[i, row] = numba.float32(m0 * px + m1 * py + m2 * pz + m3)
+            out[i, row] = numba.float32(motion[row, 0] * px + motion[row, 1] * py + motion[row, 2] * pz
+                                        + motion[row, 3])
 
     return SimpleNamespace(cuda=cuda, compensate=compensate_kernel)
 
