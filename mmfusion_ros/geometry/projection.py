@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -196,14 +197,17 @@ def project_points_reference(points: np.ndarray, points_to_camera: np.ndarray, i
 # Numba: two passes over chunks of points (flag and count hits, then fill at the chunk's offset).
 
 
-@njit(cache=True, fastmath=False, error_model='numpy', inline='always')
-def _project_one(table: np.ndarray, camera: int, px: float, py: float, pz: float, min_depth: float,
-                 width: np.float32, height: np.float32) -> tuple[bool, np.float32, np.float32, np.float32]:
-    """One point into one camera: (inside, u, v, depth). Same operations, same order as the reference."""
+def project_one(table: np.ndarray, camera: int, px: float, py: float, pz: float, min_depth: float,
+                 width: float, height: float) -> tuple[bool, float, float, float]:
+    """One point into one camera: (inside, u, v, depth). Same operations, same order as the reference.
+
+    Plain Python on purpose: compiled with ``njit`` for the CPU kernel and as a CUDA device function,
+    so both targets run this one definition.
+    """
     c = table[camera]
     z = c[8] * px + c[9] * py + c[10] * pz + c[11]
     if not z > min_depth:
-        return False, np.float32(0.0), np.float32(0.0), np.float32(0.0)
+        return False, numba.float32(0.0), numba.float32(0.0), numba.float32(0.0)
     x = c[0] * px + c[1] * py + c[2] * pz + c[3]
     y = c[4] * px + c[5] * py + c[6] * pz + c[7]
     xn = x / z
@@ -216,10 +220,13 @@ def _project_one(table: np.ndarray, camera: int, px: float, py: float, pz: float
     else:
         xd = xn
         yd = yn
-    u = np.float32(c[_FX] * xd + c[_SKEW] * yd + c[_CX])
-    v = np.float32(c[_FY] * yd + c[_CY])
+    u = numba.float32(c[_FX] * xd + c[_SKEW] * yd + c[_CX])
+    v = numba.float32(c[_FY] * yd + c[_CY])
     inside = u >= 0 and u < width and v >= 0 and v < height
-    return inside, u, v, np.float32(z)
+    return inside, u, v, numba.float32(z)
+
+
+_project_one = njit(cache=True, fastmath=False, error_model='numpy', inline='always')(project_one)
 
 
 @njit(parallel=True, cache=True, fastmath=False, error_model='numpy')

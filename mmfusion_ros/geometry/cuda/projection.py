@@ -25,8 +25,13 @@ import numba
 import numpy as np
 
 from mmfusion_ros.geometry.projection import (
-    _CX, _CY, _DISTORTED, _FX, _FY, _K1, _K2, _K3, _P1, _P2, _SKEW, Projection, _camera_table,
-    _checked_min_depth, _checked_points, _empty_projection)
+    Projection,
+    _camera_table,
+    _checked_min_depth,
+    _checked_points,
+    _empty_projection,
+)
+from mmfusion_ros.geometry.projection import project_one as project_one_shared
 
 __all__ = ['project_points_cuda']
 
@@ -40,29 +45,7 @@ def _kernels() -> SimpleNamespace:
     global cuda  # the kernels read it as a module global: Numba's CUDA simulator swaps it there
     from numba import cuda
 
-    @cuda.jit(device=True, inline=True)
-    def project_one(table, camera, px, py, pz, min_depth, width, height):
-        """(inside, u, v, depth) of one point in one camera; the CPU kernel's operations."""
-        c = table[camera]
-        z = c[8] * px + c[9] * py + c[10] * pz + c[11]
-        if not z > min_depth:
-            return False, numba.float32(0.0), numba.float32(0.0), numba.float32(0.0)
-        x = c[0] * px + c[1] * py + c[2] * pz + c[3]
-        y = c[4] * px + c[5] * py + c[6] * pz + c[7]
-        xn = x / z
-        yn = y / z
-        if c[_DISTORTED] != 0.0:
-            r2 = xn * xn + yn * yn
-            radial = 1.0 + c[_K1] * r2 + c[_K2] * r2 * r2 + c[_K3] * r2 * r2 * r2
-            xd = xn * radial + 2.0 * c[_P1] * xn * yn + c[_P2] * (r2 + 2.0 * xn * xn)
-            yd = yn * radial + c[_P1] * (r2 + 2.0 * yn * yn) + 2.0 * c[_P2] * xn * yn
-        else:
-            xd = xn
-            yd = yn
-        u = numba.float32(c[_FX] * xd + c[_SKEW] * yd + c[_CX])
-        v = numba.float32(c[_FY] * yd + c[_CY])
-        inside = u >= 0 and u < width and v >= 0 and v < height
-        return inside, u, v, numba.float32(z)
+    project_one = cuda.jit(device=True, inline=True)(project_one_shared)
 
     @cuda.jit
     def flag_hits(points, table, image_wh, min_depth, hit_flags):
