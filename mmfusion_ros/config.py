@@ -42,6 +42,7 @@ __all__ = [
     'SensorConfig',
     'config_from_dict',
     'load_config',
+    'read_yaml',
 ]
 
 
@@ -172,14 +173,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, node_name: str = 'mmfusion') 
     without a leading slash or namespace), merged in that order as ROS 2 does.
     """
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f'{path}: cannot read parameter file ({err.strerror or err})') from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, 'problem_mark', None)
-        where = f' line {mark.line + 1}' if mark else ''
-        raise ConfigError(f'{path}:{where} not valid YAML ({getattr(err, "problem", err)})') from err
+    document = read_yaml(path, 'parameter file')
     if not isinstance(document, dict):
         raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
     params: dict[str, Any] = {}
@@ -200,6 +194,18 @@ def load_config(path: str | Path = DEFAULT_CONFIG, node_name: str = 'mmfusion') 
         return config_from_dict(FusionConfig, params)
     except ConfigError as err:
         raise ConfigError(f'{path}: {err}') from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; unreadable files and bad YAML are one-line ConfigErrors."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f'{path}: cannot read {what} ({err.strerror or err})') from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f' line {mark.line + 1}' if mark else ''
+        raise ConfigError(f'{path}:{where} not valid YAML ({getattr(err, "problem", err)})') from err
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -68,9 +68,8 @@ from typing import Literal, Mapping, NamedTuple, Sequence
 
 import cv2
 import numpy as np
-import yaml
 
-from ..config import config_from_dict
+from ..config import config_from_dict, read_yaml
 from ..errors import ConfigError, DecodeError
 from ..types import DiagnosticStatus, PointCloud, RadarPoints, RigidTransform
 from .rig import BODY_TO_OPTICAL, Rig
@@ -322,14 +321,7 @@ def load_faults(name_or_path: str | Path, rig: Rig, duration_s: float | None = N
         preset = True
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s > 0):
         raise ConfigError(f'{path}: scene duration must be positive, got {duration_s}')
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f'{path}: cannot read fault file ({err.strerror or err})') from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, 'problem_mark', None)
-        where = f' line {mark.line + 1}:' if mark else ''
-        raise ConfigError(f'{path}:{where} not valid YAML ({getattr(err, "problem", err)})') from err
+    data = read_yaml(path, 'fault file')
     if not isinstance(data, dict):
         raise ConfigError(f'{path}: expected a mapping with the key faults (a list), got '
                           f'{type(data).__name__}')

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from ..config import config_from_dict
+from ..config import config_from_dict, read_yaml
 from ..errors import ConfigError
 from .rig import Rig
 
@@ -82,12 +80,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if not path.is_file():
             raise ConfigError(f'unknown scenario {str(name_or_path)!r}; named scenarios: '
                               f'{", ".join(scenario_names())}, or give a YAML file')
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f'{path}: cannot read scenario ({err.strerror or err})') from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f'{path}: not valid YAML ({getattr(err, "problem", err)})') from err
+    data = read_yaml(path, 'scenario')
     try:
         return config_from_dict(Scenario, data if data is not None else {})
     except ConfigError as err:
