@@ -12,6 +12,7 @@ __all__ = [
     'ConfigError',
     'DecodeError',
     'EncodeError',
+    'EvalError',
     'GeometryError',
     'MessageError',
     'MmfusionError',
@@ -63,3 +64,7 @@ class ReportError(MmfusionError):
 
 class GeometryError(MmfusionError):
     """Input to a geometry kernel (points, grid, calibration, feature maps) has the wrong shape or type."""
+
+
+class EvalError(MmfusionError):
+    """Input to an evaluation (ground truth, predictions, their pairing) is inconsistent or invalid."""

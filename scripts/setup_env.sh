@@ -28,5 +28,5 @@ pip_args=(--disable-pip-version-check -q)
 if ! ls /opt/wheels/torch-2.13.0* >/dev/null 2>&1; then
   pip_args+=(--extra-index-url https://download.pytorch.org/whl/cpu)
 fi
-"$venv/bin/python" -m pip install "${pip_args[@]}" -c requirements/constraints.txt -e '.[dev]'
+"$venv/bin/python" -m pip install "${pip_args[@]}" -c requirements/constraints.txt -e '.[dev,eval]'
 echo "setup: $venv ready"
