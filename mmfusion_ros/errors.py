@@ -16,6 +16,7 @@ __all__ = [
     'GeometryError',
     'MessageError',
     'MmfusionError',
+    'ModelError',
     'ReportError',
     'SyncError',
     'TransformError',
@@ -68,3 +69,7 @@ class GeometryError(MmfusionError):
 
 class EvalError(MmfusionError):
     """Input to an evaluation (ground truth, predictions, their pairing) is inconsistent or invalid."""
+
+
+class ModelError(MmfusionError):
+    """Input to the network or its decoding (tensors, boxes, class names) is inconsistent."""
