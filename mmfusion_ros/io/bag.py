@@ -193,7 +193,7 @@ class _RecoveredSource:
             yield stamp, conn.topic, conn.msgtype, raw
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the index lives in memory and each read opens the file for itself."""
 
 
 class BagReader:

@@ -1114,10 +1114,10 @@ class _HighwayLayout:
         return _Path(route, _NONE, _NONE), route.nearest_s((0.0, -self.lane_offset(1))), 0.0
 
     def set_near(self, ego_xy: np.ndarray) -> None:
-        pass
+        """The highway has no crossings to remember: traffic is placed along its lanes."""
 
     def time_signals(self, ego_path: _Path, ego_s: np.ndarray, knot_t: np.ndarray) -> None:
-        pass
+        """A highway has no traffic lights."""
 
     def is_walkable(self, xy: np.ndarray) -> bool:
         return True
