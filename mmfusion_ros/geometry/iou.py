@@ -32,6 +32,7 @@ so the same source compiles for the CPU here and for CUDA in ``geometry/cuda/iou
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from numba import njit, prange
@@ -412,8 +413,16 @@ def nms_rotated_reference(boxes: np.ndarray, scores: np.ndarray, labels: np.ndar
     """Reference for ``nms_rotated``: the textbook greedy loop with the reference IoU."""
     rows, score, label, threshold, limit, order = _nms_inputs(
         boxes, scores, labels, iou_threshold, 'iou_threshold', 1.0, max_out, 5)
+    return _greedy_reference(order, label, limit, lambda i, j: rotated_iou_bev_reference(
+        rows[i:i + 1], rows[j:j + 1])[0, 0] > threshold)
+
+
+def _greedy_reference(order: np.ndarray, label: np.ndarray, limit: float,
+                      suppresses: Callable[[int, int], bool]) -> np.ndarray:
+    """The textbook greedy loop: walk ``order``; a kept box suppresses later live boxes of its label
+    for which ``suppresses(kept, later)`` holds. Returns the kept indices in walking order."""
     kept: list[int] = []
-    suppressed = np.zeros(rows.shape[0], bool)
+    suppressed = np.zeros(label.shape[0], bool)
     for position, i in enumerate(order):
         if len(kept) == limit:
             break
@@ -421,9 +430,8 @@ def nms_rotated_reference(boxes: np.ndarray, scores: np.ndarray, labels: np.ndar
             continue
         kept.append(int(i))
         for j in order[position + 1:]:
-            if label[j] == label[i] and not suppressed[j]:
-                if rotated_iou_bev_reference(rows[i:i + 1], rows[j:j + 1])[0, 0] > threshold:
-                    suppressed[j] = True
+            if label[j] == label[i] and not suppressed[j] and suppresses(i, j):
+                suppressed[j] = True
     return np.asarray(kept, np.int64)
 
 
@@ -498,19 +506,12 @@ def nms_center_distance_reference(centers: np.ndarray, scores: np.ndarray, label
     """Reference for ``nms_center_distance``: the textbook greedy loop."""
     rows, score, label, radius, limit, order = _nms_inputs(
         centers, scores, labels, radius, 'radius', None, max_out, 2)
-    kept: list[int] = []
-    suppressed = np.zeros(rows.shape[0], bool)
-    for position, i in enumerate(order):
-        if len(kept) == limit:
-            break
-        if suppressed[i]:
-            continue
-        kept.append(int(i))
-        for j in order[position + 1:]:
-            dx, dy = rows[i] - rows[j]
-            if label[j] == label[i] and dx * dx + dy * dy <= radius * radius:
-                suppressed[j] = True
-    return np.asarray(kept, np.int64)
+
+    def within_radius(i: int, j: int) -> bool:
+        dx, dy = rows[i] - rows[j]
+        return dx * dx + dy * dy <= radius * radius
+
+    return _greedy_reference(order, label, limit, within_radius)
 
 
 @njit(parallel=True, cache=True)
