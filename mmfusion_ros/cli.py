@@ -8,6 +8,7 @@ exit status 2 and one line on stderr naming the file, topic, field or value at f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ from . import __version__
 from .config import DEFAULT_CONFIG, FusionConfig, load_config
 from .errors import ConfigError, MmfusionError
 from .io.json_file import write_json
+from .train.config import DEFAULT_TRAIN_CONFIG
 
 __all__ = ['inspect_bag', 'main']
 
@@ -136,6 +138,45 @@ def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .train.config import load_train_config
+    from .train.trainer import train
+
+    config = load_train_config(args.config)
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f'--steps: must be at least 1, got {args.steps}')
+    if args.dataset is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=str(args.dataset)))
+    summary = train(config, args.out, steps=args.steps)
+    print(f'{summary["weights"]}: {summary["steps"]} steps over {summary["frames"]} frames of {summary["scenes"]} '
+          f'scenes on {summary["device"]}, {summary["train_seconds"] / 60:.1f} min of training')
+    return summary
+
+
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from .eval.run import SUBSETS, evaluate_model
+    from .model.weights import load_weights
+
+    if args.every < 1:
+        raise ConfigError(f'--every: must be at least 1, got {args.every}')
+    for path in args.bag:
+        if not path.exists():
+            raise ConfigError(f'{path}: no such recording or folder')
+    config = load_config(args.config)
+    net = load_weights(args.weights, config.grid)
+    subsets = args.modalities or list(SUBSETS)
+    result = evaluate_model(args.bag, config, net, every=args.every, subsets=subsets)
+    result['weights'] = str(args.weights) if args.weights else 'default'
+    print(f'{result["frames"]} frames of {len(result["recordings"])} recordings, '
+          f'{result["ground_truth_boxes"]} ground-truth boxes')
+    print(f'{"modalities":<16} {"mAP":>6} {"NDS":>6} {"NDS/fused":>9} {"ms/frame":>9}')
+    for name, entry in result['by_modality'].items():
+        ratio = entry['NDS_ratio_to_fused']
+        print(f'{name:<16} {entry["mAP"]:>6.3f} {entry["NDS"]:>6.3f} {"" if ratio is None else f"{ratio:.3f}":>9} '
+              f'{entry["ms_per_frame"]:>9.1f}')
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
@@ -169,6 +210,27 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument('--overwrite', action='store_true', help='replace an existing bag')
     simulate.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
     simulate.set_defaults(run=_cmd_simulate)
+
+    train = commands.add_parser('train', help='train the fusion network on simulator scenes')
+    train.add_argument('--config', type=Path, default=DEFAULT_TRAIN_CONFIG, help='training parameter file')
+    train.add_argument('--out', type=Path, required=True,
+                       help='run folder: scenes, frame cache, checkpoint, weights.pt; an existing run resumes')
+    train.add_argument('--steps', type=int, help='stop after this many steps (default: the config\'s)')
+    train.add_argument('--dataset', type=Path, help='an existing `mmfusion simulate --scenes` folder to train on')
+    train.add_argument('--json', type=Path, metavar='PATH', help='also write the summary as JSON')
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser('eval', help='nuScenes detection metrics on annotated recordings, per modality')
+    evaluate.add_argument('bag', nargs='+', type=Path,
+                          help='annotated bags, or dataset folders of scene_* bags (mmfusion simulate --scenes)')
+    evaluate.add_argument('--weights', type=Path, help='weights file (default: the packaged weights)')
+    evaluate.add_argument('--config', type=Path, default=DEFAULT_CONFIG, help='ROS-form parameter file')
+    evaluate.add_argument('--every', type=int, default=1, help='score every n-th annotated frame')
+    evaluate.add_argument('--modalities', nargs='+', metavar='SUBSET',
+                          help='only these subsets: fused camera_only lidar_only radar_only without_camera '
+                               'without_lidar without_radar (default: all)')
+    evaluate.add_argument('--json', type=Path, metavar='PATH', help='also write the metrics as JSON')
+    evaluate.set_defaults(run=_cmd_eval)
 
     bench = commands.add_parser('bench', help='measure speed: geometry kernels against their baselines')
     bench.add_argument('target', choices=('kernels',), help='what to measure')

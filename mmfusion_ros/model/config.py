@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import GridConfig
 from ..errors import ConfigError, ModelError
+from ..frame import LIDAR_FIELDS, RADAR_FIELDS
 
 __all__ = [
     'CLASSES',
@@ -39,8 +40,8 @@ __all__ = [
 MODALITIES: tuple[str, str, str] = ('camera', 'lidar', 'radar')  # the order of health, present, gates
 CLASSES: tuple[str, ...] = ('car', 'truck', 'bus', 'pedestrian', 'cyclist')
 
-LIDAR_POINT_FIELDS = ('x', 'y', 'z', 'intensity', 'dt')
-RADAR_POINT_FIELDS = ('x', 'y', 'z', 'vx_comp', 'vy_comp', 'rcs', 'dt')
+LIDAR_POINT_FIELDS = LIDAR_FIELDS  # every column a frame carries
+RADAR_POINT_FIELDS = RADAR_FIELDS
 
 
 def _positive(name: str, *values: float) -> None:

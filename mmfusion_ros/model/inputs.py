@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GridConfig
+from ..frame import LIDAR_FIELDS, RADAR_FIELDS, Frame
 from ..geometry.bev_pool import BevPoolGeometry, bev_pool_geometry, frustum_points
 from ..geometry.pillars import Pillars, pillarize
 from ..types import CameraIntrinsics, RigidTransform
-from .config import MODALITIES, CameraEncoderConfig, ModelError, PillarEncoderConfig
+from .config import MODALITIES, CameraEncoderConfig, ModelConfig, ModelError, PillarEncoderConfig
 
 __all__ = [
     'CameraGeometryCache',
@@ -31,6 +32,8 @@ __all__ = [
     'PillarInputs',
     'accumulate_sweeps',
     'camera_inputs',
+    'cloud_columns',
+    'frame_inputs',
     'model_inputs',
     'pillar_inputs',
 ]
@@ -137,9 +140,16 @@ class CameraGeometryCache:
         K = np.stack([i.p[:, :3] for i in intrinsics])  # (Ncam, 3, 3)
         T = np.stack([t.matrix for t in camera_to_base])  # (Ncam, 4, 4)
         (size,) = sizes
-        key = K.tobytes() + T.tobytes() + np.asarray(size, np.int64).tobytes()
+        return self.geometry_from_arrays(K, T, size)
+
+    def geometry_from_arrays(self, K: np.ndarray, T: np.ndarray, image_size: tuple[int, int]) -> BevPoolGeometry:
+        """The same from (Ncam, 3, 3) camera matrices, (Ncam, 4, 4) camera-to-base matrices (any
+        linear map: training's augmentation scales and mirrors them) and the (width, height) of the
+        images as received."""
+        key = np.asarray(K, np.float64).tobytes() + np.asarray(T, np.float64).tobytes() + \
+            np.asarray(image_size, np.int64).tobytes()
         if key != self._key:
-            frustum = frustum_points(K, T, size, self.config.feature_size, self.config.depth_values())
+            frustum = frustum_points(K, T, image_size, self.config.feature_size, self.config.depth_values())
             self._geometry = bev_pool_geometry(frustum, self.grid)
             self._key = key
             self.rebuilds += 1
@@ -201,6 +211,37 @@ def pillar_inputs(points: np.ndarray, grid: GridConfig, config: PillarEncoderCon
                          f'{", ".join(config.point_fields)}, got shape {points.shape}')
     pillars = pillarize(np.ascontiguousarray(points, np.float32), grid, config.max_points_per_pillar)
     return PillarInputs(pillars)
+
+
+def cloud_columns(points: np.ndarray, available: Sequence[str], wanted: Sequence[str], modality: str) -> np.ndarray:
+    """(N, len(wanted)) float32: the ``wanted`` columns of ``points`` whose columns are ``available``."""
+    absent = [name for name in wanted if name not in available]
+    if absent:
+        raise ModelError(f'{modality} points: the network reads {", ".join(absent)}, which frames do not carry '
+                         f'(they have {", ".join(available)})')
+    return np.ascontiguousarray(points[:, [list(available).index(name) for name in wanted]], np.float32)
+
+
+def frame_inputs(frame: Frame, config: ModelConfig, cache: CameraGeometryCache,
+                 health: Sequence[float] | None = None) -> ModelInputs:
+    """A synchronized ``Frame`` as network inputs; its absent modalities stay absent.
+
+    The camera calibration is the frame's own (each image placed at the frame's stamp), so ``cache``
+    rebuilds the lift geometry when the vehicle moves between an image and the frame's stamp.
+    """
+    camera = None
+    if frame.cameras:
+        geometry = cache.geometry([view.intrinsics for view in frame.cameras],
+                                  [view.camera_to_base for view in frame.cameras])
+        camera = camera_inputs([view.pixels for view in frame.cameras], geometry, config.camera)
+    lidar = radar = None
+    if frame.lidar is not None:
+        lidar = pillar_inputs(cloud_columns(frame.lidar, LIDAR_FIELDS, config.lidar.point_fields, 'lidar'),
+                              config.grid, config.lidar, 'lidar')
+    if frame.radar is not None:
+        radar = pillar_inputs(cloud_columns(frame.radar, RADAR_FIELDS, config.radar.point_fields, 'radar'),
+                              config.grid, config.radar, 'radar')
+    return model_inputs(camera, lidar, radar, health)
 
 
 def model_inputs(camera: CameraInputs | None = None, lidar: PillarInputs | None = None,

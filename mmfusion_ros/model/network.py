@@ -47,6 +47,7 @@ from .inputs import CameraInputs, ModelInputs, PillarInputs
 
 __all__ = [
     'ABSENT_LOGIT',
+    'EMBEDDING_CHANNELS',
     'HEATMAP_PRIOR_BIAS',
     'REGRESSION_CHANNELS',
     'AuxHeatmapHead',
@@ -63,6 +64,7 @@ __all__ = [
     'pillars_to_bev',
 ]
 
+EMBEDDING_CHANNELS = 32  # the shared space of the modalities' per-object features
 HEATMAP_PRIOR_BIAS = -2.19  # sigmoid = 0.1: focal loss starts from "mostly background" (CenterNet)
 ABSENT_LOGIT = -30.0  # the heatmap logit of a modality that is not there: it believes nothing
 REGRESSION_CHANNELS = (('offset', 2), ('z', 1), ('log_size', 3), ('yaw', 2), ('velocity', 2))
@@ -206,8 +208,13 @@ class PillarEncoder(nn.Module):
         device = self.linear.weight.device
         if Nk == 0:
             return zero_bev(C, self.grid.shape, device)
-        x = torch.nan_to_num(features.to(device), nan=0.0, posinf=0.0, neginf=0.0)
-        x = F.relu(self.norm(self.linear(x)))  # (Nk, C)
+        x = self.linear(torch.nan_to_num(features.to(device), nan=0.0, posinf=0.0, neginf=0.0))
+        if self.training and Nk < 2:  # batch statistics of one point are undefined: use the running ones
+            x = F.batch_norm(x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,
+                             training=False, eps=self.norm.eps)
+        else:
+            x = self.norm(x)
+        x = F.relu(x)  # (Nk, C)
         return pillars_to_bev(x, pillars, self.grid.shape)  # (1, C, ny, nx)
 
 
@@ -385,6 +392,15 @@ class FusionNet(nn.Module):
         self.backbone = BevBackbone(config.fuser.channels, config.backbone, config.head.output_stride)
         self.head = CenterHead(self.backbone.out_channels, config.head)
         self.aux_heads = nn.ModuleDict({m: AuxHeatmapHead(c, config.head) for m, c in zip(MODALITIES, channels)})
+        # Each modality's BEV features projected into one shared space, where training pulls the
+        # modalities' features of the same object together (the consistency loss): a per-object,
+        # per-pair similarity the consistency stage can read.
+        self.embed = nn.ModuleDict({m: nn.Linear(c, EMBEDDING_CHANNELS) for m, c in zip(MODALITIES, channels)})
+
+    def embeddings(self, bev: torch.Tensor, modality: str, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(N, E) unit vectors: ``modality``'s BEV map (1, C, ny, nx) at the N cells (rows, cols)."""
+        features = bev[0, :, rows, cols].t()  # (N, C)
+        return F.normalize(self.embed[modality](features), dim=1)
 
     def forward(self, inputs: ModelInputs) -> NetOutputs:
         ny, nx = self.config.grid.shape

@@ -1,0 +1,83 @@
+"""One synchronized frame: what the network sees, in the base frame at one stamp.
+
+A ``Frame`` is the meeting point of the transports and the network: the synchronizers (the
+key-frame assembler over a bag, and the online one) build it from decoded samples and transforms;
+``model.frame_inputs`` turns it into network inputs; training caches it. Every modality is
+optional: an empty ``cameras`` and ``None`` point clouds are absent modalities, not errors.
+
+Point clouds are already motion compensated into the base frame at ``stamp_ns`` and accumulated
+over sweeps, one row per point, with the columns named in ``LIDAR_FIELDS`` / ``RADAR_FIELDS``:
+``dt`` is the age of the point's sweep in seconds (0 for the newest), lidar ``intensity`` is in
+[0, 1], radar ``vx_comp, vy_comp`` are the ego-motion-compensated velocity in base axes (m/s) and
+``rcs`` is in dBsm (NaN where the radar does not report it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .types import CameraIntrinsics, Detections3D, DiagnosticStatus, RigidTransform
+
+__all__ = ['LIDAR_FIELDS', 'RADAR_FIELDS', 'CameraView', 'Frame']
+
+LIDAR_FIELDS: tuple[str, ...] = ('x', 'y', 'z', 'intensity', 'dt')
+RADAR_FIELDS: tuple[str, ...] = ('x', 'y', 'z', 'vx_comp', 'vy_comp', 'rcs', 'dt')
+
+
+@dataclass(frozen=True, eq=False)
+class CameraView:
+    """One camera's image in a frame, with the calibration that places it at the frame's stamp."""
+
+    name: str  # sensor name in the configuration
+    stamp_ns: int  # the image's own stamp
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    intrinsics: CameraIntrinsics
+    camera_to_base: RigidTransform  # camera at stamp_ns -> base frame at the frame's stamp
+
+    def __post_init__(self) -> None:
+        pixels = np.asarray(self.pixels)
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f'CameraView({self.name!r}): pixels must be (H, W, 3) uint8 RGB, got '
+                             f'{pixels.shape} {pixels.dtype}')
+        if (self.intrinsics.width, self.intrinsics.height) != (pixels.shape[1], pixels.shape[0]):
+            raise ValueError(f'CameraView({self.name!r}): image is {pixels.shape[1]}x{pixels.shape[0]} but its '
+                             f'intrinsics are for {self.intrinsics.width}x{self.intrinsics.height}')
+
+
+def _checked_cloud(points: np.ndarray | None, fields: tuple[str, ...], what: str) -> np.ndarray | None:
+    if points is None:
+        return None
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != len(fields):
+        raise ValueError(f'Frame.{what}: expected (N, {len(fields)}) columns {", ".join(fields)}, got {points.shape}')
+    return points
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """The modalities present at one stamp, in ``frame_id`` (the base frame)."""
+
+    stamp_ns: int
+    frame_id: str
+    cameras: tuple[CameraView, ...] = ()
+    lidar: np.ndarray | None = None  # (N, len(LIDAR_FIELDS)) float32
+    radar: np.ndarray | None = None  # (N, len(RADAR_FIELDS)) float32
+    ground_truth: Detections3D | None = None  # boxes at stamp_ns in frame_id, when the source has them
+    faults: tuple[DiagnosticStatus, ...] = ()  # injected faults active at stamp_ns (simulator bags)
+    missing: Mapping[str, str] = field(default_factory=dict)  # sensor -> why it is not in this frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'cameras', tuple(self.cameras))
+        object.__setattr__(self, 'lidar', _checked_cloud(self.lidar, LIDAR_FIELDS, 'lidar'))
+        object.__setattr__(self, 'radar', _checked_cloud(self.radar, RADAR_FIELDS, 'radar'))
+        object.__setattr__(self, 'faults', tuple(self.faults))
+        object.__setattr__(self, 'missing', dict(self.missing))
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this frame has, in (camera, lidar, radar) order."""
+        have = {'camera': bool(self.cameras), 'lidar': self.lidar is not None, 'radar': self.radar is not None}
+        return tuple(m for m, present in have.items() if present)

@@ -1,0 +1,110 @@
+"""Training losses, one function each, summed with the weights of ``LossConfig`` by ``total_loss``.
+
+- heatmap: CenterNet's penalty-reduced focal loss on the fused class heatmap;
+- regression: L1 on offset, z, log size, sin/cos yaw and velocity at each object's centre cell;
+- auxiliary: the same focal loss on each present modality's own heatmap (what it alone believes);
+- consistency: InfoNCE between two modalities' projected BEV features at the object centres: an
+  object's camera feature should be nearer its lidar feature than any other object's, and so on
+  for every present pair (a cross-modal contrastive loss at the objects, where agreement matters);
+- depth: negative log-likelihood of the camera's depth distribution at the lidar's depth, in the
+  feature pixels a current-sweep lidar point projects to (BEVDepth's explicit depth supervision).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..model.config import MODALITIES, ModelConfig
+from ..model.decode import HeadTargets
+from ..model.network import FusionNet, NetOutputs
+from .config import LossConfig
+
+__all__ = ['consistency_loss', 'depth_loss', 'focal_heatmap_loss', 'regression_loss', 'total_loss']
+
+
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet focal loss (alpha 2, beta 4), normalised by the number of object centres.
+
+    logits (K, H, W) or (1, K, H, W); target the same shape, gaussians with 1 at each centre.
+    """
+    logits = logits.reshape(target.shape)
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    positive = target.eq(1).float()
+    pos = -(F.logsigmoid(logits) * (1 - p) ** 2 * positive).sum()
+    neg = -(F.logsigmoid(-logits) * p ** 2 * (1 - target) ** 4 * (1 - positive)).sum()
+    return (pos + neg) / positive.sum().clamp(min=1.0)
+
+
+def regression_loss(outputs: NetOutputs, targets: HeadTargets, velocity_weight: float) -> torch.Tensor:
+    """Mean over objects of the weighted L1 over the 10 box channels at their centre cells."""
+    head = outputs.head
+    reg = torch.cat([head.offset, head.z, head.log_size, head.yaw, head.velocity], dim=1)[0]  # (10, H, W)
+    mask = targets.mask
+    if not bool(mask.any()):
+        return reg.sum() * 0.0
+    index = targets.index[mask].to(reg.device)
+    predicted = reg.reshape(reg.shape[0], -1)[:, index].t()  # (N, 10)
+    wanted = targets.regression[mask].to(reg.device)
+    weights = torch.ones(10, device=reg.device)
+    weights[8:] = velocity_weight
+    return ((predicted - wanted).abs() * weights).sum(dim=1).mean()
+
+
+def consistency_loss(net: FusionNet, outputs: NetOutputs, centers_xy: torch.Tensor, config: ModelConfig,
+                     temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE over every pair of present modalities at the object centres' BEV cells."""
+    grid = config.grid
+    cols = ((centers_xy[:, 0] - grid.x_range[0]) / grid.cell_size).floor().long()
+    rows = ((centers_xy[:, 1] - grid.y_range[0]) / grid.cell_size).floor().long()
+    ny, nx = grid.shape
+    inside = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+    rows, cols = rows[inside], cols[inside]
+    present = [m for m, p in zip(MODALITIES, outputs.present) if bool(p)]
+    zero = outputs.head.heatmap.sum() * 0.0
+    if len(rows) < 2 or len(present) < 2:
+        return zero
+    embedded = {m: net.embeddings(outputs.bev[m], m, rows, cols) for m in present}
+    labels = torch.arange(len(rows), device=zero.device)
+    losses = []
+    for i, a in enumerate(present):
+        for b in present[i + 1:]:
+            logits = embedded[a] @ embedded[b].t() / temperature  # (N, N)
+            losses.append((F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2)
+    return torch.stack(losses).mean()
+
+
+def depth_loss(depth: torch.Tensor | None, target: torch.Tensor | None) -> torch.Tensor | None:
+    """Mean NLL of the depth distribution (Ncam, D, Hf, Wf) at the target bins (Ncam, Hf, Wf), -1 ignored."""
+    if depth is None or target is None:
+        return None
+    target = target.to(depth.device)
+    valid = target >= 0
+    if not bool(valid.any()):
+        return None
+    chosen = depth.permute(0, 2, 3, 1)[valid]  # (V, D)
+    p = chosen.gather(1, target[valid].unsqueeze(1)).squeeze(1)
+    return -torch.log(p.clamp(min=1e-6)).mean()
+
+
+def total_loss(net: FusionNet, outputs: NetOutputs, targets: HeadTargets, centers_xy: torch.Tensor,
+               depth_target: torch.Tensor | None, weights: LossConfig) -> tuple[torch.Tensor, Mapping[str, float]]:
+    """The weighted sum and each part's value (unweighted), for the progress log."""
+    heatmap_target = targets.heatmap.to(outputs.head.heatmap.device)
+    parts: dict[str, torch.Tensor] = {
+        'heatmap': focal_heatmap_loss(outputs.head.heatmap, heatmap_target),
+        'regression': regression_loss(outputs, targets, weights.velocity),
+    }
+    aux = [focal_heatmap_loss(outputs.aux_heatmaps[m], heatmap_target)
+           for m, p in zip(MODALITIES, outputs.present) if bool(p)]
+    if aux:
+        parts['auxiliary'] = torch.stack(aux).mean()
+    if weights.consistency > 0:
+        parts['consistency'] = consistency_loss(net, outputs, centers_xy, net.config, weights.temperature)
+    depth = depth_loss(outputs.camera_depth, depth_target) if weights.depth > 0 else None
+    if depth is not None:
+        parts['depth'] = depth
+    total = sum(getattr(weights, name) * value for name, value in parts.items())
+    return total, {name: float(value.detach()) for name, value in parts.items()}
