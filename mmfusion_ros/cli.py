@@ -22,6 +22,8 @@ from .train.config import DEFAULT_TRAIN_CONFIG
 __all__ = ['inspect_bag', 'main']
 
 EXIT_BAD_INPUT = 2
+CONFIG_HELP = ('ROS-form parameter file (default: config/default.yaml); repeat to layer files, later ones '
+               'overriding, as ROS 2 does with several --params-file')
 
 
 def inspect_bag(paths: Sequence[Path], config: FusionConfig, *, recover: bool = False) -> dict[str, Any]:
@@ -76,7 +78,7 @@ def _print_inspect(result: dict[str, Any]) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    result = inspect_bag(args.bag, load_config(args.config), recover=args.recover)
+    result = inspect_bag(args.bag, load_config(args.config or [DEFAULT_CONFIG]), recover=args.recover)
     _print_inspect(result)
     return result
 
@@ -91,7 +93,7 @@ def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f'--duration: must be positive, got {args.duration}')
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f'--frames: must be at least 1, got {args.frames}')
-    config = load_config(args.config)
+    config = load_config(args.config or [DEFAULT_CONFIG])
     scenarios = [load_scenario(name) for name in args.scenario.split(',')]
     # Everything is validated before the first scene starts: a bad fault file writes no bag.
     schedules = [load_faults(args.faults or 'none', s.rig, args.duration or s.duration_s) for s in scenarios]
@@ -155,18 +157,18 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .eval.run import SUBSETS, evaluate_model
-    from .model.weights import load_weights
+    from .model.weights import load_configured_model
 
     if args.every < 1:
         raise ConfigError(f'--every: must be at least 1, got {args.every}')
     for path in args.bag:
         if not path.exists():
             raise ConfigError(f'{path}: no such recording or folder')
-    config = load_config(args.config)
-    net = load_weights(args.weights, config.grid)
+    config = load_config(args.config or [DEFAULT_CONFIG])
+    net = load_configured_model(config, args.weights)
     subsets = args.modalities or list(SUBSETS)
     result = evaluate_model(args.bag, config, net, every=args.every, subsets=subsets)
-    result['weights'] = str(args.weights) if args.weights else 'default'
+    result['weights'] = str(args.weights or config.model.weights or 'packaged default')
     print(f'{result["frames"]} frames of {len(result["recordings"])} recordings, '
           f'{result["ground_truth_boxes"]} ground-truth boxes')
     print(f'{"modalities":<16} {"mAP":>6} {"NDS":>6} {"NDS/fused":>9} {"ms/frame":>9}')
@@ -186,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser('inspect', help='what a rosbag2 recording holds and what the config binds')
     inspect.add_argument('bag', nargs='+', type=Path,
                          help='rosbag2 directory (sqlite3 or mcap) or .mcap file; several are merged')
-    inspect.add_argument('--config', type=Path, default=DEFAULT_CONFIG, help='ROS-form parameter file')
+    inspect.add_argument('--config', type=Path, action='append', help=CONFIG_HELP)
     inspect.add_argument('--recover', action='store_true',
                          help='read a cut-off MCAP file up to the cut instead of refusing it')
     inspect.add_argument('--json', type=Path, metavar='PATH', help='also write the result as JSON')
@@ -205,8 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
     simulate.add_argument('--faults', help='named fault preset or a YAML fault schedule (default: none)')
     simulate.add_argument('--scenes', type=int, help='dataset mode: write this many scenes, seeds seed+i')
-    simulate.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
-                          help='fusion parameter file: sensor topics, frames and rates')
+    simulate.add_argument('--config', type=Path, action='append', help=CONFIG_HELP)
     simulate.add_argument('--overwrite', action='store_true', help='replace an existing bag')
     simulate.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
     simulate.set_defaults(run=_cmd_simulate)
@@ -224,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument('bag', nargs='+', type=Path,
                           help='annotated bags, or dataset folders of scene_* bags (mmfusion simulate --scenes)')
     evaluate.add_argument('--weights', type=Path, help='weights file (default: the packaged weights)')
-    evaluate.add_argument('--config', type=Path, default=DEFAULT_CONFIG, help='ROS-form parameter file')
+    evaluate.add_argument('--config', type=Path, action='append', help=CONFIG_HELP)
     evaluate.add_argument('--every', type=int, default=1, help='score every n-th annotated frame')
     evaluate.add_argument('--modalities', nargs='+', metavar='SUBSET',
                           help='only these subsets: fused camera_only lidar_only radar_only without_camera '

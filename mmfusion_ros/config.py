@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -39,6 +39,7 @@ __all__ = [
     'FramesConfig',
     'FusionConfig',
     'GridConfig',
+    'ModelSection',
     'SensorConfig',
     'config_from_dict',
     'load_config',
@@ -145,12 +146,23 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class ModelSection:
+    """Which network runs: a preset of ``model/config.py`` on this file's grid, and its weights."""
+
+    preset: Literal['cpu', 'gpu'] = 'cpu'  # cpu: the real-time model; gpu: full resolution
+    fuser: Literal['conv', 'gated'] = 'gated'
+    weights: str = ''  # weights file; empty: the weights shipped in the package
+    device: Literal['auto', 'cpu', 'cuda'] = 'auto'  # auto: CUDA when torch sees a GPU
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """Everything one node, replay or DDS bridge needs, composed from the stage configs."""
 
     sensors: Mapping[str, SensorConfig]
     frames: FramesConfig = FramesConfig()
     grid: GridConfig = GridConfig()
+    model: ModelSection = ModelSection()
 
     def __post_init__(self) -> None:
         if not self.sensors:
@@ -166,13 +178,27 @@ class FusionConfig:
         return {name: s for name, s in self.sensors.items() if s.modality == modality}
 
 
-def load_config(path: str | Path = DEFAULT_CONFIG, node_name: str = 'mmfusion') -> FusionConfig:
-    """Read a ROS-form parameter file into a ``FusionConfig``.
+def load_config(path: str | Path | Sequence[str | Path] = DEFAULT_CONFIG, node_name: str = 'mmfusion') -> FusionConfig:
+    """Read a ROS-form parameter file (or several, later ones overriding) into a ``FusionConfig``.
 
     The parameters are taken from the ``/**`` section, or from the section of ``node_name`` (with or
-    without a leading slash or namespace), merged in that order as ROS 2 does.
+    without a leading slash or namespace), merged in that order as ROS 2 does; several files merge
+    key by key in the order given, as ``ros2 run ... --params-file A --params-file B`` does.
     """
-    path = Path(path)
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    if not paths:
+        raise ConfigError('no parameter file given')
+    params: dict[str, Any] = {}
+    for one in paths:
+        params = _merge(params, _parameters(one, node_name))
+    where = ' + '.join(map(str, paths))
+    try:
+        return config_from_dict(FusionConfig, params)
+    except ConfigError as err:
+        raise ConfigError(f'{where}: {err}') from None
+
+
+def _parameters(path: Path, node_name: str) -> dict[str, Any]:
     document = read_yaml(path, 'parameter file')
     if not isinstance(document, dict):
         raise ConfigError(f'{path}: expected a mapping of node names to ros__parameters')
@@ -190,10 +216,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG, node_name: str = 'mmfusion') 
         matched = True
     if not matched:
         raise ConfigError(f'{path}: no "/**" or "{node_name}" section with ros__parameters')
-    try:
-        return config_from_dict(FusionConfig, params)
-    except ConfigError as err:
-        raise ConfigError(f'{path}: {err}') from None
+    return params
 
 
 def read_yaml(path: Path, what: str) -> Any:

@@ -16,3 +16,12 @@ def real_data() -> Path:
     if not (REAL_DATA / 'README.md').is_file():
         pytest.skip(f'real sample data not found at {REAL_DATA} (it sits beside the checkout in CI)')
     return REAL_DATA
+
+
+
+@pytest.fixture(scope='session')
+def sim_dataset(tmp_path_factory) -> Path:
+    """Two annotated 1 s scenes (urban, highway) in dataset form: scene_00000, scene_00001, index.json."""
+    from simdata import small_dataset
+
+    return small_dataset(tmp_path_factory.mktemp('sim_dataset'))

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..config import GridConfig
+from ..config import FusionConfig, GridConfig
 from ..errors import ConfigError, ModelError
 from ..frame import LIDAR_FIELDS, RADAR_FIELDS
 
@@ -35,6 +35,7 @@ __all__ = [
     'PillarEncoderConfig',
     'cpu_model_config',
     'gpu_model_config',
+    'model_config',
 ]
 
 MODALITIES: tuple[str, str, str] = ('camera', 'lidar', 'radar')  # the order of health, present, gates
@@ -231,6 +232,12 @@ class ModelConfig:
     @property
     def head_cell_size(self) -> float:
         return self.grid.cell_size * self.head.output_stride
+
+
+def model_config(fusion: FusionConfig) -> ModelConfig:
+    """The network a parameter file asks for: its ``model.preset`` and ``model.fuser`` on its grid."""
+    preset = cpu_model_config if fusion.model.preset == 'cpu' else gpu_model_config
+    return preset(fusion.grid, fuser=fusion.model.fuser)
 
 
 def cpu_model_config(grid: GridConfig, fuser: Literal['conv', 'gated'] = 'gated') -> ModelConfig:

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from ..config import GridConfig, config_from_dict
+from ..config import FusionConfig, GridConfig, config_from_dict
 from ..errors import ConfigError, ModelError
-from .config import ModelConfig
+from .config import ModelConfig, model_config
 from .network import FusionNet
 
-__all__ = ['DEFAULT_WEIGHTS', 'WEIGHTS_FORMAT', 'load_weights', 'model_config_from_dict', 'model_config_to_dict',
+__all__ = ['DEFAULT_WEIGHTS', 'WEIGHTS_FORMAT', 'load_configured_model', 'load_weights', 'resolve_device', 'model_config_from_dict', 'model_config_to_dict',
            'save_weights']
 
 WEIGHTS_FORMAT = 'mmfusion-weights/1'
@@ -93,3 +93,28 @@ def load_weights(path: str | Path | None = None, grid: GridConfig | None = None,
         raise ModelError(f'{path}: weights do not fit the network of its own configuration '
                          f'({str(err).splitlines()[0]})') from None
     return net.to(device).eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when torch sees a GPU, else CPU; 'cuda' without one is a ModelError."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ModelError('model.device: cuda, but torch sees no CUDA device (set device: auto or cpu)')
+    return torch.device(name)
+
+
+def load_configured_model(config: FusionConfig, weights: str | Path | None = None) -> FusionNet:
+    """The network the parameter file asks for (``model`` section), with its weights, on its device.
+
+    ``weights`` overrides ``model.weights``; neither set means the packaged weights. Weights trained
+    for another network than the file's preset and grid are refused with both named.
+    """
+    path = Path(weights) if weights else Path(config.model.weights) if config.model.weights else DEFAULT_WEIGHTS
+    net = load_weights(path, config.grid, resolve_device(config.model.device))
+    wanted = model_config(config)
+    if net.config != wanted:
+        differing = [f.name for f in dataclasses.fields(wanted) if f.init and getattr(wanted, f.name) != getattr(net.config, f.name)]
+        raise ModelError(f'{path}: these weights are for another network than model.preset {config.model.preset!r} '
+                         f'with fuser {config.model.fuser!r} (differs in {", ".join(differing)})')
+    return net

@@ -4,7 +4,8 @@ The keys are the ground-truth stamps when the recording carries ground truth (a 
 evaluation and training score exactly the annotated instants), else the lidar sweeps' stamps. For
 each key ``t`` the assembler gathers, from what it has buffered:
 
-- lidar: the newest ``lidar_sweeps`` sweeps of every lidar with stamp <= t (+1 ms), each point
+- lidar: the newest ``lidar_sweeps`` sweeps of every lidar with stamp <= t (+ a quarter period of
+  stamp jitter; such a sweep has age 0), each point
   moved by ego motion at its own firing time (the cloud's ``time`` field, seconds after the stamp,
   when it has one) into the fixed frame, then into the base frame at ``t``; ``dt`` is the sweep's age.
   The lidar is absent when its newest sweep is older than 1.5 sweep periods.
@@ -242,7 +243,9 @@ class KeyframeAssembler:
         for name, sensor in self.config.sensors_of(modality).items():
             stream = self._streams[name]
             period = round(NS / sensor.rate_hz)
-            window = [s for s in stream.samples if t - sweeps_wanted * period - period // 2 < s.stamp_ns <= t + NS // 1000]
+            # A scan stamped up to a quarter period after the key is the key's own (stamp jitter).
+            window = [s for s in stream.samples
+                      if t - sweeps_wanted * period - period // 2 < s.stamp_ns <= t + period // 4]
             window = window[-sweeps_wanted:]
             newest_limit = period * 3 // 2 if modality == 'lidar' else sweeps_wanted * period
             if not window or t - window[-1].stamp_ns > newest_limit:
@@ -266,7 +269,7 @@ class KeyframeAssembler:
                     velocity = np.zeros((len(points), 3))
                     velocity[:, :2] = cloud[:, 3:5]
                     points[:, 3:5] = (velocity @ to_base.rotation.T)[:, :2]
-                points[:, -1] = (t - sample.stamp_ns) / NS
+                points[:, -1] = max(0, t - sample.stamp_ns) / NS
                 parts.append(points)
                 used += 1
             if not used and name not in missing:

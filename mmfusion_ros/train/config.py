@@ -90,9 +90,9 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: Literal['cpu', 'gpu'] = 'cpu'  # which model preset to train (config/default.yaml's grid)
-    fuser: Literal['conv', 'gated'] = 'gated'
-    fusion_config: str = 'default.yaml'  # sensors, frames and grid; relative to this file's folder
+    # The parameter files of the network to train (sensors, grid, model preset and fuser), layered in
+    # order; relative to this file's folder. [default.yaml, gpu.yaml] trains the full-resolution one.
+    fusion_config: tuple[str, ...] = ('default.yaml',)
     seed: int = 0
     steps: int = 6000  # optimizer steps
     batch_frames: int = 2  # frames whose gradients are summed per step
@@ -114,13 +114,12 @@ class TrainConfig:
             raise ConfigError('steps, batch_frames and checkpoint_every must be positive, warmup_steps >= 0')
         if not self.learning_rate > 0 or self.weight_decay < 0 or not self.grad_clip > 0:
             raise ConfigError('learning_rate and grad_clip must be positive, weight_decay >= 0')
-        if self.model not in ('cpu', 'gpu') or self.fuser not in ('conv', 'gated'):
-            raise ConfigError(f"model: 'cpu' or 'gpu', fuser: 'conv' or 'gated'; got {self.model!r}, {self.fuser!r}")
+        if not self.fusion_config:
+            raise ConfigError('fusion_config: name at least one parameter file')
 
-    def fusion_config_path(self) -> Path:
+    def fusion_config_paths(self) -> list[Path]:
         base = Path(self.source).parent if self.source else CONFIG_DIR
-        path = Path(self.fusion_config)
-        return path if path.is_absolute() else base / path
+        return [Path(p) if Path(p).is_absolute() else base / p for p in self.fusion_config]
 
 
 def load_train_config(path: str | Path = DEFAULT_TRAIN_CONFIG) -> TrainConfig:

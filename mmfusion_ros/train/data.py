@@ -185,10 +185,9 @@ def build_sample(arrays: dict[str, np.ndarray], model: ModelConfig, cache: Camer
     keep = dict(have)
     degraded = {m: False for m in have}
     if dropout is not None:
-        for _ in range(8):  # redraw until something is left (when the frame has anything)
-            keep = {m: have[m] and rng.random() >= getattr(dropout, m) for m in have}
-            if any(keep.values()) or not any(have.values()):
-                break
+        keep = {m: have[m] and rng.random() >= getattr(dropout, m) for m in have}
+        if not any(keep.values()) and any(have.values()):  # never drop everything: keep one at random
+            keep[str(rng.choice([m for m in have if have[m]]))] = True
         degraded = {m: keep[m] and rng.random() < dropout.degraded for m in have}
     health = [float(rng.uniform(0.0, 0.3)) if degraded[m] else float(rng.uniform(0.7, 1.0)) if dropout else 1.0
               for m in ('camera', 'lidar', 'radar')]

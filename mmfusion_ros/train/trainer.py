@@ -11,7 +11,8 @@ Everything a run writes lives under its output folder::
 
 Determinism: sample ``n`` draws its augmentation and dropout from a generator seeded by
 ``(seed, n)`` and the frame order of an epoch is a permutation seeded by ``(seed, epoch)``, so a
-resumed run continues exactly as an uninterrupted one would have.
+resumed run continues exactly as an uninterrupted one would have (torch's deterministic algorithms are
+switched on: with two threads, two runs otherwise drift apart in the fourth decimal after a step).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from ..config import load_config
 from ..errors import ConfigError
 from ..io.json_file import write_json
-from ..model.config import ModelConfig, cpu_model_config, gpu_model_config
+from ..model.config import ModelConfig, model_config
 from ..model.inputs import CameraGeometryCache
 from ..model.network import FusionNet
 from ..model.weights import model_config_from_dict, model_config_to_dict, save_weights
@@ -40,9 +41,7 @@ __all__ = ['build_model_config', 'train']
 
 
 def build_model_config(config: TrainConfig) -> ModelConfig:
-    grid = load_config(config.fusion_config_path()).grid
-    preset = cpu_model_config if config.model == 'cpu' else gpu_model_config
-    return preset(grid, fuser=config.fuser)
+    return model_config(load_config(config.fusion_config_paths()))
 
 
 def _device(config: TrainConfig) -> torch.device:
@@ -75,7 +74,7 @@ def _dataset(config: TrainConfig, out: Path, progress: bool) -> Path:
     path = out / 'data'
     scenarios = [load_scenario(name) for name in config.data.scenarios]
     schedules = [load_faults('none', s.rig, config.data.scene_duration_s) for s in scenarios]
-    record_dataset(path, config.data.scenes, scenarios, schedules, load_config(config.fusion_config_path()),
+    record_dataset(path, config.data.scenes, scenarios, schedules, load_config(config.fusion_config_paths()),
                    seed=config.data.seed, duration_s=config.data.scene_duration_s)
     return path
 
@@ -90,11 +89,13 @@ def train(config: TrainConfig, out: Path, *, steps: int | None = None, progress:
         torch.set_num_threads(config.threads)
     device = _device(config)
     model_config = build_model_config(config)
-    fusion = load_config(config.fusion_config_path())
+    fusion = load_config(config.fusion_config_paths())
     files = cache_dataset(_dataset(config, out, progress), out / 'cache', fusion, model_config,
                           config.data.frame_stride, progress)
 
     torch.manual_seed(config.seed)
+    # With several threads some CPU kernels sum in a varying order; the deterministic ones do not.
+    torch.use_deterministic_algorithms(True)
     net = FusionNet(model_config).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
@@ -150,7 +151,7 @@ def train(config: TrainConfig, out: Path, *, steps: int | None = None, progress:
     bar.close()
     summary = {
         'out': str(out), 'weights': str(out / 'weights.pt'), 'steps': step, 'frames': len(files),
-        'scenes': len({p.parent for p in files}), 'device': str(device), 'model': config.model, 'fuser': config.fuser,
+        'scenes': len({p.parent for p in files}), 'device': str(device), 'model': fusion.model.preset, 'fuser': fusion.model.fuser,
         'train_seconds': round(_previous_seconds(out), 1),
         'last': _last_log(out),
     }

@@ -89,3 +89,43 @@ def test_invalid_parameters_are_rejected(build, message):
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig(GRID).head = HeadConfig()  # type: ignore[misc]
+
+
+def test_parameter_files_choose_the_network(tmp_path):
+    from mmfusion_ros.config import CONFIG_DIR, load_config
+    from mmfusion_ros.model import FusionNet
+    from mmfusion_ros.model.config import cpu_model_config, model_config
+
+    default = load_config()
+    assert default.model.preset == 'cpu' and model_config(default) == cpu_model_config(default.grid)
+    layered = load_config([CONFIG_DIR / 'default.yaml', CONFIG_DIR / 'gpu.yaml'])
+    assert layered.sensors == default.sensors and layered.grid.shape == (1024, 1024)
+    gpu = model_config(layered)
+    assert gpu.camera.image_size == (704, 256) and gpu.head.output_stride == 4 and gpu.head_shape == (256, 256)
+    assert sum(p.numel() for p in FusionNet(gpu).parameters()) > 3 * sum(
+        p.numel() for p in FusionNet(model_config(default)).parameters())
+
+
+def test_weights_for_another_network_or_an_absent_gpu_are_refused(tmp_path):
+    import torch
+
+    from mmfusion_ros.config import CONFIG_DIR, load_config
+    from mmfusion_ros.errors import ModelError
+    from mmfusion_ros.model import FusionNet
+    from mmfusion_ros.model.config import model_config
+    from mmfusion_ros.model.weights import load_configured_model, save_weights
+
+    default = load_config()
+    path = tmp_path / 'cpu.pt'
+    save_weights(path, FusionNet(model_config(default)))
+    assert load_configured_model(default, path).config == model_config(default)
+    conv = dataclasses.replace(default, model=dataclasses.replace(default.model, fuser='conv'))
+    with pytest.raises(ModelError, match="another network than model.preset 'cpu' with fuser 'conv'"):
+        load_configured_model(conv, path)
+    layered = load_config([CONFIG_DIR / 'default.yaml', CONFIG_DIR / 'gpu.yaml'])
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match='torch sees no CUDA device'):
+            load_configured_model(layered, path)
+    on_cpu = dataclasses.replace(layered, model=dataclasses.replace(layered.model, device='cpu'))
+    with pytest.raises(ModelError, match='trained for the grid'):
+        load_configured_model(on_cpu, path)

@@ -18,18 +18,7 @@ from mmfusion_ros.sim.faults import load_faults
 from mmfusion_ros.sim.scenario import load_scenario
 from mmfusion_ros.sim.simulator import FAULTS_TOPIC, GROUND_TRUTH_TOPIC, Simulation, record_bag
 from mmfusion_ros.sim.world import Trajectory
-
-SMALL_RIG = {'camera': {'width': 96, 'height': 54}, 'lidar': {'azimuth_steps': 256}}
-
-
-def small_scenario(tmp_path: Path, **overrides) -> Path:
-    import yaml
-
-    body = {'name': 'small', 'layout': 'urban', 'duration_s': 2.0, 'rig': SMALL_RIG, **overrides}
-    path = tmp_path / 'small.yaml'
-    path.write_text(yaml.safe_dump(body))
-    return path
-
+from simdata import small_scenario
 
 def simulate(tmp_path: Path, name: str, seed: int = 3, faults: str = 'none', duration: float = 2.0,
              storage: str = 'mcap') -> tuple[Path, dict]:
