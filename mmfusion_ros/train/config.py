@@ -94,13 +94,13 @@ class TrainConfig:
     # order; relative to this file's folder. [default.yaml, gpu.yaml] trains the full-resolution one.
     fusion_config: tuple[str, ...] = ('default.yaml',)
     seed: int = 0
-    steps: int = 6000  # optimizer steps
+    steps: int = 10000  # optimizer steps
     batch_frames: int = 2  # frames whose gradients are summed per step
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
     warmup_steps: int = 200
     grad_clip: float = 10.0
-    checkpoint_every: int = 250  # steps
+    checkpoint_every: int = 500  # steps
     threads: int = 0  # torch threads; 0 = all cores
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'
     data: DataConfig = DataConfig()

@@ -21,10 +21,9 @@ import numpy as np
 
 from ...errors import GeometryError
 from ..bev_pool import BevPoolGeometry, checked_frame
+from .launch import THREADS, blocks, device_zeros
 
 __all__ = ['DeviceBevPoolGeometry', 'bev_pool_cuda', 'bev_pool_geometry_to_device']
-
-THREADS = 128
 
 
 class DeviceBevPoolGeometry(NamedTuple):
@@ -41,12 +40,6 @@ class DeviceBevPoolGeometry(NamedTuple):
 # The kernels are plain functions until ``_kernels`` compiles them; they read ``cuda`` as a module
 # global (set there) so that numba's CUDA simulator can substitute its own module.
 cuda: Any = None
-
-
-def _fill_zero_kernel(flat):
-    t = cuda.grid(1)
-    if t < flat.shape[0]:
-        flat[t] = 0.0
 
 
 def _pool_intervals_kernel(depth_flat, feature_rows, depth_index, feature_index, interval_start,
@@ -72,13 +65,8 @@ def _kernels() -> SimpleNamespace:
 
     return SimpleNamespace(
         cuda=cuda,
-        fill_zero=cuda.jit(_fill_zero_kernel),
         pool_intervals=cuda.jit(_pool_intervals_kernel),
     )
-
-
-def _blocks(n: int) -> int:
-    return max(1, (n + THREADS - 1) // THREADS)
 
 
 def bev_pool_geometry_to_device(geometry: BevPoolGeometry) -> DeviceBevPoolGeometry:
@@ -107,11 +95,10 @@ def bev_pool_cuda(depth: np.ndarray, features: np.ndarray,
         return np.zeros((C, ny, nx), np.float32)
     k = _kernels()
     cuda = k.cuda
-    d_pooled = cuda.device_array((C, ny * nx), np.float32)
-    k.fill_zero[_blocks(C * ny * nx), THREADS](d_pooled.reshape(C * ny * nx))
+    d_pooled = device_zeros((C, ny * nx))
     I = host.num_intervals
     if I:
-        k.pool_intervals[_blocks(I * C), THREADS](
+        k.pool_intervals[blocks(I * C), THREADS](
             cuda.to_device(depth_flat), cuda.to_device(feature_rows), device.depth_index, device.feature_index,
             device.interval_start, device.interval_length, device.interval_cell, d_pooled)
     return d_pooled.copy_to_host().reshape(C, ny, nx)

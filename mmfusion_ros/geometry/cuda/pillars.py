@@ -26,10 +26,9 @@ import numpy as np
 from ...config import GridConfig
 from ..pillars import (INVALID, OUT_OF_RANGE, Pillars, checked_cap, checked_points, empty_pillars,
                        grid_constants)
+from .launch import THREADS, blocks
 
 __all__ = ['pillarize_cuda']
-
-THREADS = 128
 
 
 # The kernels are plain functions until ``_kernels`` compiles them; they read ``cuda`` as a module
@@ -125,10 +124,6 @@ def _kernels() -> SimpleNamespace:
     )
 
 
-def _blocks(n: int) -> int:
-    return max(1, (n + THREADS - 1) // THREADS)
-
-
 def pillarize_cuda(points: np.ndarray, grid: GridConfig, max_points_per_pillar: int) -> Pillars:
     """``pillars.pillarize`` on the default CUDA device; numpy in, numpy out, identical results."""
     points = checked_points(points)
@@ -142,7 +137,7 @@ def pillarize_cuda(points: np.ndarray, grid: GridConfig, max_points_per_pillar: 
 
     d_points = cuda.to_device(points)
     d_cell = cuda.device_array(N, np.int32)
-    k.cell_of_points[_blocks(N), THREADS](d_points, cuda.to_device(g.lower), cuda.to_device(g.upper),
+    k.cell_of_points[blocks(N), THREADS](d_points, cuda.to_device(g.lower), cuda.to_device(g.upper),
                                           g.cell_size, g.ny, g.nx, d_cell)
     cell = d_cell.copy_to_host()  # (N,)
     invalid = int(np.count_nonzero(cell == INVALID))
@@ -156,7 +151,7 @@ def pillarize_cuda(points: np.ndarray, grid: GridConfig, max_points_per_pillar: 
     sorted_cell = np.ascontiguousarray(cell[sorted_index])  # (M,) non-decreasing
     d_keep = cuda.device_array(M, np.uint8)
     d_head = cuda.device_array(M, np.uint8)
-    k.rank_in_cell[_blocks(M), THREADS](cuda.to_device(sorted_cell), cap, d_keep, d_head)
+    k.rank_in_cell[blocks(M), THREADS](cuda.to_device(sorted_cell), cap, d_keep, d_head)
     kept_position = np.flatnonzero(d_keep.copy_to_host())  # (Nk,) host compaction
     head = d_head.copy_to_host()[kept_position].astype(bool)  # (Nk,) first kept point of each pillar
     point_index = np.ascontiguousarray(sorted_index[kept_position])
@@ -169,9 +164,9 @@ def pillarize_cuda(points: np.ndarray, grid: GridConfig, max_points_per_pillar: 
     d_point_index = cuda.to_device(point_index)
     d_pillar_cell = cuda.to_device(pillar_cell)
     d_mean = cuda.device_array((P, 3), np.float64)
-    k.pillar_means[_blocks(P), THREADS](d_points, d_point_index, cuda.to_device(pillar_start), d_mean)
+    k.pillar_means[blocks(P), THREADS](d_points, d_point_index, cuda.to_device(pillar_start), d_mean)
     d_features = cuda.device_array((Nk, F + 5), np.float32)
-    k.decorate[_blocks(Nk), THREADS](d_points, d_point_index, cuda.to_device(point_pillar), d_pillar_cell, d_mean,
+    k.decorate[blocks(Nk), THREADS](d_points, d_point_index, cuda.to_device(point_pillar), d_pillar_cell, d_mean,
                                      g.nx, cuda.to_device(g.centre_x), cuda.to_device(g.centre_y), d_features)
     coords = np.stack([pillar_cell // g.nx, pillar_cell % g.nx], axis=1).astype(np.int32)
     assert invalid + out_of_range + (M - Nk) + Nk == N, 'every point is kept or counted'

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..scatter import checked_bev_inputs, checked_scatter_max_inputs, run_starts
+from .launch import THREADS, blocks, device_zeros
 
 __all__ = ['scatter_max_cuda', 'scatter_to_bev_cuda']
-
-THREADS = 128
 
 
 # The kernels are plain functions until ``_kernels`` compiles them; they read ``cuda`` as a module
@@ -51,12 +50,6 @@ def _segment_max_kernel(point_features, order, starts, out):
     out[p, c] = m
 
 
-def _fill_zero_kernel(flat):
-    t = cuda.grid(1)
-    if t < flat.shape[0]:
-        flat[t] = 0.0
-
-
 def _scatter_to_bev_kernel(pillar_features, linear, canvas):
     t = cuda.grid(1)
     P, C = pillar_features.shape
@@ -76,13 +69,8 @@ def _kernels() -> SimpleNamespace:
     return SimpleNamespace(
         cuda=cuda,
         segment_max=cuda.jit(_segment_max_kernel),
-        fill_zero=cuda.jit(_fill_zero_kernel),
         scatter_to_bev=cuda.jit(_scatter_to_bev_kernel),
     )
-
-
-def _blocks(n: int) -> int:
-    return max(1, (n + THREADS - 1) // THREADS)
 
 
 def scatter_max_cuda(point_features: np.ndarray, point_pillar: np.ndarray, num_pillars: int) -> np.ndarray:
@@ -105,7 +93,7 @@ def scatter_max_cuda(point_features: np.ndarray, point_pillar: np.ndarray, num_p
     else:
         d_features = cuda.to_device(point_features)
         d_order = cuda.to_device(order)
-    k.segment_max[_blocks(P * C), THREADS](d_features, d_order, cuda.to_device(starts), d_out)
+    k.segment_max[blocks(P * C), THREADS](d_features, d_order, cuda.to_device(starts), d_out)
     return d_out.copy_to_host()
 
 
@@ -117,8 +105,7 @@ def scatter_to_bev_cuda(pillar_features: np.ndarray, coords: np.ndarray, shape: 
         return np.zeros((C, ny, nx), np.float32)
     k = _kernels()
     cuda = k.cuda
-    d_canvas = cuda.device_array((C, ny * nx), np.float32)
-    k.fill_zero[_blocks(C * ny * nx), THREADS](d_canvas.reshape(C * ny * nx))
+    d_canvas = device_zeros((C, ny * nx))
     if P:
-        k.scatter_to_bev[_blocks(P * C), THREADS](cuda.to_device(pillar_features), cuda.to_device(linear), d_canvas)
+        k.scatter_to_bev[blocks(P * C), THREADS](cuda.to_device(pillar_features), cuda.to_device(linear), d_canvas)
     return d_canvas.copy_to_host().reshape(C, ny, nx)
