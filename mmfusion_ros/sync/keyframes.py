@@ -148,7 +148,7 @@ class KeyframeAssembler:
         stream = self._by_topic.get(topic)
         if stream is None:
             return
-        stamp = _header_stamp(raw, msgtype, stream.config, topic) + stream.config.offset_ns
+        stamp = _header_stamp(raw, topic) + stream.config.offset_ns
         stream.add(_Sample(stamp, raw, msgtype))
         if stream.config.modality == 'lidar' and (self.keys == 'lidar' or (self.keys == 'auto'
                                                                          and not self._seen_truth)):
@@ -240,6 +240,7 @@ class KeyframeAssembler:
     def _clouds(self, t: int, modality: str, missing: dict[str, str]) -> np.ndarray | None:
         sweeps_wanted = self.lidar_sweeps if modality == 'lidar' else self.radar_sweeps
         parts = []
+        to_base: RigidTransform | None = None
         for name, sensor in self.config.sensors_of(modality).items():
             stream = self._streams[name]
             period = round(NS / sensor.rate_hz)
@@ -251,20 +252,21 @@ class KeyframeAssembler:
             if not window or t - window[-1].stamp_ns > newest_limit:
                 missing[name] = 'no recent scan'
                 continue
+            if to_base is None:
+                try:
+                    to_base = self.tf.lookup(self.config.frames.base, self.config.frames.fixed, t,
+                                             extrapolation_ns=NS // 100)
+                except TransformError as err:
+                    missing[name] = f'no transform ({err})'
+                    continue
             used = 0
             for sample in window:
                 cloud = self._decoded(sample, stream)  # (N, F) in the fixed frame, or why not
                 if isinstance(cloud, str):
                     self.stats[f'{name}: unusable scan'] += 1
                     continue
-                try:
-                    to_base = self.tf.lookup(self.config.frames.base, self.config.frames.fixed, t,
-                                             extrapolation_ns=NS // 100)
-                except TransformError as err:
-                    missing[name] = f'no transform ({err})'
-                    break
                 points = cloud.copy()
-                points[:, :3] = to_base.apply(cloud[:, :3].astype(np.float64))
+                points[:, :3] = to_base.apply(cloud[:, :3])
                 if modality == 'radar':
                     velocity = np.zeros((len(points), 3))
                     velocity[:, :2] = cloud[:, 3:5]
@@ -272,14 +274,14 @@ class KeyframeAssembler:
                 points[:, -1] = max(0, t - sample.stamp_ns) / NS
                 parts.append(points)
                 used += 1
-            if not used and name not in missing:
+            if not used:
                 missing[name] = 'no usable scan'
         if not parts:
             return None
         return np.vstack(parts).astype(np.float32)
 
 
-def _header_stamp(raw: bytes, msgtype: str, sensor: SensorConfig, topic: str) -> int:
+def _header_stamp(raw: bytes, topic: str) -> int:
     # Every sensor message starts with a std_msgs/Header: 4 bytes of CDR encapsulation, then
     # sec (int32) and nanosec (uint32), little- or big-endian as the encapsulation says.
     if len(raw) < 12:
