@@ -112,9 +112,11 @@ def run_benchmark(cases: Sequence[KernelCase], *, device: str = 'cpu', repeats: 
             result['cuda_ms'] = round(time_call(case.cuda, args, repeats), 4)
         results.append(result)
     if check_cache:
-        cold = _cache_check([c.kernel for c in cases])
+        cold, failure = _cache_check([c.kernel for c in cases])
         for result in results:
             first = cold.get(result['kernel'])
+            if failure:
+                result['cache_check_error'] = failure
             if first is not None:
                 result['compile_s'] = round(max(0.0, first['compile_first_s'] - result['numba_ms'] / 1e3), 3)
                 result['recompiled_in_new_process'] = first['misses_second'] > 0
@@ -123,9 +125,10 @@ def run_benchmark(cases: Sequence[KernelCase], *, device: str = 'cpu', repeats: 
     return results
 
 
-def _cache_check(kernels: Sequence[str]) -> dict[str, dict[str, float]]:
+def _cache_check(kernels: Sequence[str]) -> tuple[dict[str, dict[str, float]], str]:
     """Two child processes sharing an empty numba cache folder: the first compiles and fills it
-    (its first-call times give the compile cost), the second must find everything there."""
+    (its first-call times give the compile cost), the second must find everything there. Returns the
+    figures per kernel, and why there are none when a child failed (its last line of stderr)."""
     import tempfile
 
     code = ('import json, sys\n'
@@ -138,8 +141,9 @@ def _cache_check(kernels: Sequence[str]) -> dict[str, dict[str, float]]:
             proc = subprocess.run([sys.executable, '-c', code, *kernels], capture_output=True, text=True,
                                   check=False, timeout=900, env=env)
             if proc.returncode != 0:
-                return {}
+                lines = proc.stderr.strip().splitlines()
+                return {}, f'cache check child exited {proc.returncode}: {lines[-1] if lines else "no output"}'
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     first, second = runs
     return {kernel: {'compile_first_s': first[kernel]['first_call_s'],
-                     'misses_second': second[kernel]['cache_misses']} for kernel in first}
+                     'misses_second': second[kernel]['cache_misses']} for kernel in first}, ''

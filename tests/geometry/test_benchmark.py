@@ -21,6 +21,7 @@ def test_bench_writes_one_object_per_kernel_with_the_agreed_keys(tmp_path):
     results = json.loads(out.read_text())
     assert [r['kernel'] for r in results] == ['nms_rotated', 'rotated_iou_bev']
     for r in results:
+        assert 'cache_check_error' not in r, r['cache_check_error']
         assert {'kernel', 'numba_ms', 'baseline_ms', 'speedup', 'bandwidth_fraction', 'bytes', 'compile_s',
                 'recompiled_in_new_process', 'copy_bandwidth_gbs', 'target_met'} <= set(r)
         assert r['numba_ms'] > 0 and r['baseline_ms'] > 0
