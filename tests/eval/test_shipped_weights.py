@@ -47,4 +47,4 @@ def test_shipped_weights_detect_in_an_unseen_scene(unseen_scene):
 
 FUSED_MAP_FLOOR = 0.3
 LIDAR_MAP_FLOOR = 0.2
-CAMERA_RADAR_MAP_FLOOR = 0.05
+CAMERA_RADAR_MAP_FLOOR = 0.1
