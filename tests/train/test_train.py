@@ -31,6 +31,7 @@ from mmfusion_ros.train.data import (
 )
 from mmfusion_ros.train.losses import total_loss
 from mmfusion_ros.train.trainer import build_model_config, train
+from simdata import small_scenario
 
 FUSION = load_config()
 MODEL = cpu_model_config(FUSION.grid)
@@ -213,3 +214,14 @@ def test_train_and_eval_commands(tmp_path, sim_dataset):
         proc = run_cli(*args, '--json', tmp_path / 'never.json')
         assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
         assert not (tmp_path / 'never.json').exists()
+
+
+def test_training_renders_its_own_scenes_when_no_dataset_is_given(tmp_path):
+    scenario = small_scenario(tmp_path)
+    config = load_train_config(_config(tmp_path, tmp_path, steps=1))
+    data = dataclasses.replace(config.data, dataset='', scenes=1, scene_duration_s=0.5, scenarios=(str(scenario),),
+                               frame_stride=3)
+    summary = train(dataclasses.replace(config, data=data), tmp_path / 'run', progress=False)
+    index = json.loads((tmp_path / 'run' / 'data' / 'index.json').read_text())
+    assert [scene['bag'] for scene in index['scenes']] == ['scene_00000'] and index['scenes'][0]['seed'] == 1000
+    assert summary['scenes'] == 1 and summary['frames'] == 4 and summary['steps'] == 1
