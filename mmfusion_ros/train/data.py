@@ -128,7 +128,8 @@ def _augmentation(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray
     return A
 
 
-def _transform_boxes(arrays: dict[str, np.ndarray], A: np.ndarray) -> Detections3D:
+def _transform_boxes(arrays: dict[str, np.ndarray], A: np.ndarray, classes: tuple[str, ...]) -> Detections3D:
+    """The cached boxes moved by A (4, 4), in base_link, labelled with their class names."""
     linear = A[:3, :3]
     scale = float(np.cbrt(abs(np.linalg.det(linear))))
     centers = arrays['box_centers'] @ linear.T + A[:3, 3]
@@ -136,7 +137,7 @@ def _transform_boxes(arrays: dict[str, np.ndarray], A: np.ndarray) -> Detections
     heading = heading @ linear.T
     velocity = np.hstack([arrays['box_velocities'], np.zeros((len(centers), 1))]) @ linear.T
     return Detections3D(0, 'base_link', centers, arrays['box_sizes'] * scale, np.arctan2(heading[:, 1], heading[:, 0]),
-                        velocity[:, :2], labels=tuple(str(i) for i in arrays['box_labels']),
+                        velocity[:, :2], labels=tuple(classes[int(i)] for i in arrays['box_labels']),
                         scores=np.ones(len(centers)))
 
 
@@ -231,10 +232,7 @@ def build_sample(arrays: dict[str, np.ndarray], model: ModelConfig, cache: Camer
 
     lidar = cloud('lidar', LIDAR_FIELDS, None)
     radar = cloud('radar', RADAR_FIELDS, (3, 4))
-    boxes = _transform_boxes(arrays, A)
-    labels = tuple(model.head.classes[int(i)] for i in arrays['box_labels'])
-    boxes = Detections3D(0, 'base_link', boxes.centers, boxes.sizes, boxes.yaws, boxes.velocities, labels,
-                         boxes.scores)
+    boxes = _transform_boxes(arrays, A, model.head.classes)
     targets = encode_targets(boxes, model.grid, model.head)
     return TrainSample(model_inputs(camera, lidar, radar, health), targets, depth, boxes)
 

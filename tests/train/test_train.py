@@ -90,7 +90,7 @@ def test_augmentation_moves_points_boxes_and_cameras_together(cached):
         A = _augmentation(rng, config)
         assert np.linalg.det(A[:3, :3]) < 0  # mirrored
         moved = _transform_cloud(points, A, None)
-        truth = _transform_boxes(arrays, A)
+        truth = _transform_boxes(arrays, A, MODEL.head.classes)
         after = points_in_boxes(moved[:, :3], np.hstack([truth.centers, truth.sizes, truth.yaws[:, None]]))[1]
         np.testing.assert_array_equal(after, before)
         # The cameras move with the scene: every lidar point projects to the same pixel and depth.
