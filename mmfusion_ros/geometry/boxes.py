@@ -42,7 +42,8 @@ _RADIUS_SLACK_RELATIVE = 1e-6
 _RADIUS_SLACK_M = 1e-6
 
 
-def _checked_points(points: np.ndarray) -> np.ndarray:
+def checked_xyz(points: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 points, contiguous; any other shape or dtype is a GeometryError."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 3:
         raise GeometryError(f'points: expected shape (N, 3), got {points.shape}')
@@ -81,7 +82,7 @@ def _box_table(boxes: np.ndarray) -> np.ndarray:
 
 def points_in_boxes_reference(points: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plain numpy version of :func:`points_in_boxes`."""
-    points = _checked_points(points)
+    points = checked_xyz(points)
     table = _box_table(boxes)
     num_points = len(points)
     px, py, pz = (points[:, axis].astype(np.float64) for axis in range(3))  # (N,) each
@@ -207,7 +208,7 @@ def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, 
 
     See the module's docstring for the box convention and the inclusive faces.
     """
-    points = _checked_points(points)
+    points = checked_xyz(points)
     table = _box_table(boxes)
     if len(table) == 0:
         return np.full(len(points), -1, np.int32), np.zeros(0, np.int32)
@@ -222,7 +223,7 @@ def points_in_boxes_baseline(points: np.ndarray, boxes: np.ndarray,
     """
     import torch
 
-    points = _checked_points(points)
+    points = checked_xyz(points)
     table = torch.from_numpy(_box_table(boxes).astype(np.float32))  # (B, C)
     num_points, num_boxes = len(points), table.shape[0]
     box_of_point = torch.full((num_points,), -1, dtype=torch.int32)

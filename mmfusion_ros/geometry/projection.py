@@ -38,6 +38,7 @@ import numpy as np
 from numba import njit, prange
 
 from mmfusion_ros.errors import GeometryError
+from mmfusion_ros.geometry.boxes import checked_xyz
 
 __all__ = [
     'Projection',
@@ -74,15 +75,6 @@ _PARALLEL_ITEMS = 16  # work items of the depth-image pass (rows to zero, hits t
 class _Cameras(NamedTuple):
     table: np.ndarray  # (M, CAMERA_TABLE_COLUMNS) float64
     image_wh: np.ndarray  # (M, 2) float32 width, height
-
-
-def _checked_points(points: np.ndarray) -> np.ndarray:
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise GeometryError(f'points: expected shape (N, 3), got {points.shape}')
-    if points.dtype != np.float32:
-        raise GeometryError(f'points: expected float32, got {points.dtype}')
-    return np.ascontiguousarray(points)
 
 
 def _camera_table(points_to_camera: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray,
@@ -147,7 +139,7 @@ def project_points_reference(points: np.ndarray, points_to_camera: np.ndarray, i
                              distortion: np.ndarray, image_size: np.ndarray,
                              min_depth: float = 0.1) -> Projection:
     """Plain numpy version of :func:`project_points`, the one the kernels are tested against."""
-    points = _checked_points(points)
+    points = checked_xyz(points)
     cameras = _camera_table(points_to_camera, intrinsics, distortion, image_size)
     min_depth = _checked_min_depth(min_depth)
     num_cameras = cameras.table.shape[0]
@@ -347,7 +339,7 @@ def project_points(points: np.ndarray, points_to_camera: np.ndarray, intrinsics:
     camera matrices. ``distortion``: (M, 5) plumb_bob ``k1 k2 p1 p2 k3`` (zeros for none).
     ``image_size``: (M, 2) integer ``(width, height)``.
     """
-    points = _checked_points(points)
+    points = checked_xyz(points)
     cameras = _camera_table(points_to_camera, intrinsics, distortion, image_size)
     min_depth = _checked_min_depth(min_depth)
     if cameras.table.shape[0] == 0:
@@ -366,7 +358,7 @@ def project_points_baseline(points: np.ndarray, points_to_camera: np.ndarray, in
     """
     import torch
 
-    points = _checked_points(points)
+    points = checked_xyz(points)
     cameras = _camera_table(points_to_camera, intrinsics, distortion, image_size)
     min_depth = _checked_min_depth(min_depth)
     num_cameras = cameras.table.shape[0]

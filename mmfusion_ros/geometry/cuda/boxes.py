@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from mmfusion_ros.geometry.boxes import (
-    _COS, _CX, _CY, _CZ, _HALF_H, _HALF_L, _HALF_W, _RADIUS, _SIN, _box_table, _checked_points)
+    _COS, _CX, _CY, _CZ, _HALF_H, _HALF_L, _HALF_W, _RADIUS, _SIN, _box_table, checked_xyz)
 
 __all__ = ['points_in_boxes_cuda']
 
@@ -66,7 +66,7 @@ def _kernels() -> SimpleNamespace:
 
 def points_in_boxes_cuda(points: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~mmfusion_ros.geometry.boxes.points_in_boxes` on the GPU; numpy in, numpy out."""
-    points = _checked_points(points)
+    points = checked_xyz(points)
     table = _box_table(boxes)
     num_points, num_boxes = len(points), len(table)
     if num_points == 0 or num_boxes == 0:

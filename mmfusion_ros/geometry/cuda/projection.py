@@ -28,9 +28,9 @@ from mmfusion_ros.geometry.projection import (
     Projection,
     _camera_table,
     _checked_min_depth,
-    _checked_points,
     _empty_projection,
 )
+from mmfusion_ros.geometry.boxes import checked_xyz
 from mmfusion_ros.geometry.projection import project_one as project_one_shared
 
 __all__ = ['project_points_cuda']
@@ -89,7 +89,7 @@ def _kernels() -> SimpleNamespace:
 def project_points_cuda(points: np.ndarray, points_to_camera: np.ndarray, intrinsics: np.ndarray,
                         distortion: np.ndarray, image_size: np.ndarray, min_depth: float = 0.1) -> Projection:
     """:func:`~mmfusion_ros.geometry.projection.project_points` on the GPU; numpy in, numpy out."""
-    points = _checked_points(points)
+    points = checked_xyz(points)
     cameras = _camera_table(points_to_camera, intrinsics, distortion, image_size)
     min_depth = _checked_min_depth(min_depth)
     dropped_invalid = int(np.count_nonzero(~np.all(np.isfinite(points), axis=1)))
