@@ -70,8 +70,7 @@ class _Stream:
     samples: list[_Sample] = field(default_factory=list)  # sorted by stamp
 
     def add(self, sample: _Sample) -> None:
-        stamps = [s.stamp_ns for s in self.samples]
-        self.samples.insert(bisect.bisect_right(stamps, sample.stamp_ns), sample)
+        bisect.insort_right(self.samples, sample, key=lambda s: s.stamp_ns)
 
     def prune(self, before_ns: int) -> None:
         self.samples = [s for s in self.samples if s.stamp_ns >= before_ns]
