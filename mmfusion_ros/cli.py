@@ -179,6 +179,31 @@ def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
+    from .runtime.replay import ReplayOptions, replay
+
+    for path in args.bag:
+        if not path.exists():
+            raise ConfigError(f'{path}: no such recording')
+    if args.picture_every < 1:
+        raise ConfigError(f'--picture-every: must be at least 1, got {args.picture_every}')
+    config = load_config(args.config or [DEFAULT_CONFIG])
+    options = ReplayOptions(weights=str(args.weights) if args.weights else None, out_bag=args.out,
+                            report=args.report, realtime=args.realtime, picture_every=args.picture_every,
+                            video=not args.no_video)
+    summary = replay(args.bag, config, options)
+    latency = summary['latency_ms']
+    print(f'{summary["frames"]} frames ({summary["partial_frames"]} partial) in {summary["wall_s"]:.1f} s: '
+          f'{summary["frames_per_s"]} frames/s, {summary["realtime_factor"]}x real time; latency p50 '
+          f'{latency["p50"]} ms, p99 {latency["p99"]} ms; {summary["detections"]} detections, '
+          f'{summary["flagged"]} flagged; {summary["dropped"]["total"]} dropped')
+    if args.out:
+        print(f'output bag: {args.out}')
+    if args.report:
+        print(f'report: {args.report / "index.html"}')
+    return summary
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
@@ -193,6 +218,21 @@ def _parser() -> argparse.ArgumentParser:
                          help='read a cut-off MCAP file up to the cut instead of refusing it')
     inspect.add_argument('--json', type=Path, metavar='PATH', help='also write the result as JSON')
     inspect.set_defaults(run=_cmd_inspect)
+
+    play = commands.add_parser('replay', help='run the detector over a recording: output bag and report')
+    play.add_argument('bag', nargs='+', type=Path, help='rosbag2 directory or .mcap file; several are merged')
+    play.add_argument('--config', type=Path, action='append', help=CONFIG_HELP)
+    play.add_argument('--weights', type=Path, help='weights file (default: model.weights, else the packaged weights)')
+    play.add_argument('--out', type=Path, metavar='OUT_BAG', help='write the inputs and every output to this bag')
+    play.add_argument('--report', type=Path, metavar='DIR',
+                      help='write summary.json, pictures, bev.mp4 and index.html here')
+    play.add_argument('--realtime', action='store_true',
+                      help='play at recorded speed against the wall clock (frames that miss their deadline '
+                           'are counted); default: as fast as possible')
+    play.add_argument('--picture-every', type=int, default=20, help='a BEV picture and camera mosaic every n frames')
+    play.add_argument('--no-video', action='store_true', help='leave out bev.mp4')
+    play.add_argument('--json', type=Path, metavar='PATH', help='also write the summary as JSON')
+    play.set_defaults(run=_cmd_replay)
 
     simulate = commands.add_parser('simulate', help='record a simulated drive (or a training set) as rosbag2')
     simulate.add_argument('--scenario', default='urban',

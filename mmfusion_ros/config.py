@@ -36,11 +36,14 @@ from .errors import ConfigError
 __all__ = [
     'CONFIG_DIR',
     'DEFAULT_CONFIG',
+    'ConsistencySection',
     'FramesConfig',
     'FusionConfig',
     'GridConfig',
     'ModelSection',
+    'OutputsSection',
     'SensorConfig',
+    'SyncSection',
     'config_from_dict',
     'load_config',
     'read_yaml',
@@ -156,6 +159,77 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
+class SyncSection:
+    """How sensor messages are grouped into frames (``sync/approximate.py``)."""
+
+    trigger: str = ''  # the sensor whose messages start frames; empty: the first lidar
+    # Sensors a frame waits for (their message nearest the trigger, within slop), at most timeout_ms;
+    # the others join with their newest data the moment the trigger arrives (no added latency).
+    wait_for: tuple[str, ...] = ()
+    slop_ms: float = 60.0  # members lie within this of the trigger's stamp (inclusive)
+    timeout_ms: float = 120.0  # after this (in the node's clock) a frame goes out without late sensors
+    queue_size: int = 16  # per input; overflow drops the oldest, counted
+    reset_on_backwards_ms: float = 500.0  # a stamp this far behind its input's newest resets (a looped bag)
+    lidar_sweeps: int = 3  # sweeps of each lidar accumulated into a frame (deskewed, aged)
+    radar_sweeps: int = 5  # scans of each radar accumulated into a frame
+
+    def __post_init__(self) -> None:
+        if not self.slop_ms >= 0 or not self.timeout_ms > 0 or not self.reset_on_backwards_ms >= 0:
+            raise ConfigError(f'slop_ms, timeout_ms, reset_on_backwards_ms: need slop >= 0, timeout > 0, '
+                              f'reset >= 0, got {self.slop_ms}, {self.timeout_ms}, {self.reset_on_backwards_ms}')
+        if self.queue_size < 1 or self.lidar_sweeps < 1 or self.radar_sweeps < 1:
+            raise ConfigError(f'queue_size, lidar_sweeps, radar_sweeps: must be >= 1, got {self.queue_size}, '
+                              f'{self.lidar_sweeps}, {self.radar_sweeps}')
+
+
+@dataclass(frozen=True)
+class OutputsSection:
+    """Output topics. ``~`` is the node's name (``namespace`` outside ROS: replay, DDS)."""
+
+    namespace: str = '/mmfusion'
+    objects: str = '~/output/objects'  # vision_msgs/msg/Detection3DArray
+    disagreements: str = '~/output/disagreements'  # diagnostic_msgs/msg/DiagnosticArray, one status per flagged object
+    markers: str = '~/output/markers'  # visualization_msgs/msg/MarkerArray, coloured by agreement
+    diagnostics: str = '/diagnostics'  # diagnostic_msgs/msg/DiagnosticArray: sensors, sync, timing
+    processing_time: str = '~/debug/processing_time_ms'  # std_msgs/msg/Float64
+    pipeline_latency: str = '~/debug/pipeline_latency_ms'  # std_msgs/msg/Float64: sensor stamp -> publish
+    score_threshold: float = 0.3  # detections below this are not published
+    diagnostics_period_s: float = 1.0  # /diagnostics at most this often
+
+    def __post_init__(self) -> None:
+        if not self.namespace.startswith('/'):
+            raise ConfigError(f'namespace: must be absolute (start with "/"), got {self.namespace!r}')
+        for name in ('objects', 'disagreements', 'markers', 'diagnostics', 'processing_time', 'pipeline_latency'):
+            topic = getattr(self, name)
+            if not (topic.startswith('/') or topic.startswith('~/')):
+                raise ConfigError(f'{name}: a topic starts with "/" or "~/", got {topic!r}')
+        if not 0 <= self.score_threshold < 1 or not self.diagnostics_period_s > 0:
+            raise ConfigError(f'score_threshold, diagnostics_period_s: need 0 <= threshold < 1 and a positive '
+                              f'period, got {self.score_threshold}, {self.diagnostics_period_s}')
+
+    def resolve(self, topic: str, node: str | None = None) -> str:
+        """``~/x`` -> ``<node or namespace>/x``; absolute topics stay as they are."""
+        base = (node or self.namespace).rstrip('/')
+        return base + topic[1:] if topic.startswith('~/') else topic
+
+
+@dataclass(frozen=True)
+class ConsistencySection:
+    """Per-detection modality support and disagreement flags (``consistency/``)."""
+
+    support_score: float = 0.15  # a modality's own head above this at an object supports it
+    min_lidar_points: int = 3  # current-sweep lidar points in the box that count as lidar support
+    min_radar_points: int = 1  # radar returns in the box (grown by radar_margin_m) that count as support
+    radar_margin_m: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.support_score < 1 or self.min_lidar_points < 1 or self.min_radar_points < 1 \
+                or self.radar_margin_m < 0:
+            raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
+                              f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """Everything one node, replay or DDS bridge needs, composed from the stage configs."""
 
@@ -163,6 +237,9 @@ class FusionConfig:
     frames: FramesConfig = FramesConfig()
     grid: GridConfig = GridConfig()
     model: ModelSection = ModelSection()
+    sync: SyncSection = SyncSection()
+    outputs: OutputsSection = OutputsSection()
+    consistency: ConsistencySection = ConsistencySection()
 
     def __post_init__(self) -> None:
         if not self.sensors:
@@ -173,6 +250,19 @@ class FusionConfig:
                 if topic in seen:
                     raise ConfigError(f'sensors.{name}.topic: {topic} is also read by sensor {seen[topic]}')
                 seen[topic] = name
+        for key, names in (('trigger', [self.sync.trigger] if self.sync.trigger else []),
+                           ('wait_for', list(self.sync.wait_for))):
+            unknown = [n for n in names if n not in self.sensors]
+            if unknown:
+                raise ConfigError(f'sync.{key}: {", ".join(map(repr, unknown))} is not a declared sensor '
+                                  f'({", ".join(self.sensors)})')
+
+    @property
+    def trigger_sensor(self) -> str | None:
+        """The sensor that starts frames: ``sync.trigger``, else the first lidar, else none."""
+        if self.sync.trigger:
+            return self.sync.trigger
+        return next(iter(self.sensors_of('lidar')), None)
 
     def sensors_of(self, modality: str) -> dict[str, SensorConfig]:
         return {name: s for name, s in self.sensors.items() if s.modality == modality}

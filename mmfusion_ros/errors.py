@@ -20,6 +20,7 @@ __all__ = [
     'ReportError',
     'SyncError',
     'TransformError',
+    'TransportError',
 ]
 
 
@@ -73,3 +74,7 @@ class EvalError(MmfusionError):
 
 class ModelError(MmfusionError):
     """Input to the network or its decoding (tensors, boxes, class names) is inconsistent."""
+
+
+class TransportError(MmfusionError):
+    """Messages cannot be moved over DDS: unknown type, bytes that are not that type, or a closed bridge."""

@@ -58,6 +58,7 @@ __all__ = [
     'encode_markers',
     'encode_pointcloud',
     'encode_radar',
+    'encode_float64',
     'encode_tf',
 ]
 
@@ -336,6 +337,11 @@ def encode_detections(detections: Detections3D) -> bytes:
         items.append(_msg('vision_msgs/msg/Detection3D', header, results, bbox, detections.ids[row]))
     msg = _msg('vision_msgs/msg/Detection3DArray', header, items)
     return serialize(msg, 'vision_msgs/msg/Detection3DArray')
+
+
+def encode_float64(value: float) -> bytes:
+    """One number as ``std_msgs/Float64`` (the debug timing topics, in milliseconds)."""
+    return serialize(_msg('std_msgs/msg/Float64', float(value)), 'std_msgs/msg/Float64')
 
 
 def encode_diagnostics(stamp_ns: int, statuses: Sequence[DiagnosticStatus]) -> bytes:

@@ -81,9 +81,9 @@ class KeyframeAssembler:
 
     def __init__(self, config: FusionConfig, *, lidar_sweeps: int = 3, radar_sweeps: int = 5,
                  keys: str = 'auto', lookahead_s: float = 0.2, with_ground_truth: bool = True,
-                 every: int = 1) -> None:
-        if keys not in ('auto', 'ground_truth', 'lidar'):
-            raise ValueError(f"keys: expected 'auto', 'ground_truth' or 'lidar', got {keys!r}")
+                 every: int = 1, reset_on_backwards_ns: int | None = None) -> None:
+        if keys not in ('auto', 'ground_truth', 'lidar', 'external'):
+            raise ValueError(f"keys: expected 'auto', 'ground_truth', 'lidar' or 'external', got {keys!r}")
         self.config = config
         self.lidar_sweeps = int(lidar_sweeps)
         self.radar_sweeps = int(radar_sweeps)
@@ -105,6 +105,10 @@ class KeyframeAssembler:
         self._pending: list[int] = []  # key stamps not yet assembled, sorted
         self._seen_truth = False
         self._last_log_ns = -1
+        # /tf going back by more than this (a looped recording) resets everything; None: never
+        self.reset_on_backwards_ns = reset_on_backwards_ns
+        self.time_resets = 0
+        self._tf_newest_ns: int | None = None
 
     # -- feeding -----------------------------------------------------------------------------------
 
@@ -112,7 +116,7 @@ class KeyframeAssembler:
         """Take one message; return the frames that became complete (oldest first)."""
         self._last_log_ns = max(self._last_log_ns, int(log_ns))
         try:
-            self._take(topic, msgtype, raw)
+            self.take(topic, msgtype, raw)
         except DecodeError:
             self.stats[f'undecodable {topic}'] += 1
         return self._ready(self._last_log_ns - self.lookahead_ns)
@@ -121,14 +125,24 @@ class KeyframeAssembler:
         """The frames still pending at the end of the recording."""
         return self._ready(None)
 
-    def _take(self, topic: str, msgtype: str, raw: bytes) -> None:
+    def take(self, topic: str, msgtype: str, raw: bytes) -> tuple[str, int] | None:
+        """Buffer one message; for a sensor's data message, its (sensor, corrected stamp).
+
+        TF, CameraInfo, ground truth and faults are absorbed here. With ``keys='external'`` (the
+        runtime, whose synchronizer decides the frames) nothing becomes a key by itself: the caller
+        assembles with ``assemble(t)`` and releases history with ``prune``. A header that cannot be
+        read is a ``DecodeError``; the rest of a message is decoded only when a frame uses it.
+        """
         if topic in ('/tf', '/tf_static'):
-            for transform in decode_tf(raw, static=topic == '/tf_static', topic=topic):
+            transforms = decode_tf(raw, static=topic == '/tf_static', topic=topic)
+            if topic == '/tf' and transforms:
+                self._watch_tf_time(max(t.stamp_ns for t in transforms))
+            for transform in transforms:
                 try:
                     self.tf.add(transform)
                 except TransformError:
                     self.stats['rejected transform'] += 1
-            return
+            return None
         if topic == GROUND_TRUTH_TOPIC:
             truth = decode_detections(raw, topic)
             self._seen_truth = True
@@ -136,22 +150,23 @@ class KeyframeAssembler:
                 self._truth[truth.stamp_ns] = truth
             if self.keys in ('auto', 'ground_truth'):
                 self._add_key(truth.stamp_ns)
-            return
+            return None
         if topic == FAULTS_TOPIC:
             stamp, statuses = decode_diagnostics(raw, topic)
             self._faults[stamp] = tuple(statuses)
-            return
+            return None
         if topic in self._info_topic:
             self._intrinsics[self._info_topic[topic]] = decode_camera_info(raw, topic)
-            return
+            return None
         stream = self._by_topic.get(topic)
         if stream is None:
-            return
+            return None
         stamp = _header_stamp(raw, topic) + stream.config.offset_ns
         stream.add(_Sample(stamp, raw, msgtype))
         if stream.config.modality == 'lidar' and (self.keys == 'lidar' or (self.keys == 'auto'
                                                                          and not self._seen_truth)):
             self._add_key(stamp)
+        return stream.sensor, stamp
 
     def _add_key(self, stamp_ns: int) -> None:
         if self._pending and stamp_ns <= self._pending[-1]:
@@ -173,18 +188,41 @@ class KeyframeAssembler:
             if (self._keys_seen - 1) % self.every == 0:
                 frames.append(self.assemble(key))
         if done is not None:
-            self._prune(done)
+            self.prune(done)
         return frames
 
-    def _prune(self, done_ns: int) -> None:
+    def _watch_tf_time(self, newest_ns: int) -> None:
+        threshold = self.reset_on_backwards_ns
+        if threshold is not None and self._tf_newest_ns is not None and newest_ns < self._tf_newest_ns - threshold:
+            self.reset()
+            self.time_resets += 1
+        self._tf_newest_ns = newest_ns if self._tf_newest_ns is None else max(self._tf_newest_ns, newest_ns)
+
+    def reset(self) -> None:
+        """Forget buffered messages and /tf history (time went backwards: a looped bag).
+
+        The static tree and the cameras' CameraInfo stay: a loop of the same recording repeats them
+        only at its start, which may already have passed when the jump is noticed.
+        """
+        self.tf.clear_dynamic()
+        self._tf_newest_ns = None
+        for stream in self._streams.values():
+            stream.samples.clear()
+        self._truth.clear()
+        self._faults.clear()
+        self._pending.clear()
+
+    def prune(self, done_ns: int) -> None:
+        """Release what no frame after ``done_ns`` can use."""
         keep_ns = done_ns - 2 * NS  # longer than any accumulation window
         for stream in self._streams.values():
             stream.prune(keep_ns)
         self._truth = {k: v for k, v in self._truth.items() if k > done_ns}
         self._faults = {k: v for k, v in self._faults.items() if k >= keep_ns}
 
-    def assemble(self, t: int) -> Frame:
-        missing: dict[str, str] = {}
+    def assemble(self, t: int, missing: dict[str, str] | None = None) -> Frame:
+        """The frame at ``t`` from what is buffered; ``missing`` names sensors to leave out, and why."""
+        missing = dict(missing or {})
         lidar = self._clouds(t, 'lidar', missing)
         radar = self._clouds(t, 'radar', missing)
         cameras = []
@@ -211,6 +249,8 @@ class KeyframeAssembler:
         return sample.decoded
 
     def _camera(self, t: int, name: str, missing: dict[str, str]) -> CameraView | None:
+        if name in missing:
+            return None
         stream = self._streams[name]
         period = round(NS / stream.config.rate_hz)
         near = [s for s in stream.samples if abs(s.stamp_ns - t) <= period]
@@ -241,6 +281,8 @@ class KeyframeAssembler:
         parts = []
         to_base: RigidTransform | None = None
         for name, sensor in self.config.sensors_of(modality).items():
+            if name in missing:
+                continue
             stream = self._streams[name]
             period = round(NS / sensor.rate_hz)
             # A scan stamped up to a quarter period after the key is the key's own (stamp jitter).

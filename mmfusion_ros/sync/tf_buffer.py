@@ -196,6 +196,10 @@ class TfBuffer:
         self._dynamic.clear()
         self._dropped_old = 0
 
+    def clear_dynamic(self) -> None:
+        """Forget the /tf history, keep the static tree (time jumped back: a looped recording)."""
+        self._dynamic.clear()
+
     @property
     def dropped_old(self) -> int:
         """Dynamic samples ignored because they were older than their edge's cache window."""

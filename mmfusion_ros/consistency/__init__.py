@@ -1,0 +1,7 @@
+"""Modality consistency: what each modality says about each detection, and where they disagree."""
+
+from __future__ import annotations
+
+from .evidence import DetectionEvidence, detection_evidence, disagreement_flags
+
+__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags']

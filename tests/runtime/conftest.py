@@ -1,0 +1,44 @@
+"""A small simulated recording shared by the runtime tests, and the pipeline that runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simdata import small_scenario
+
+
+@pytest.fixture(scope='session')
+def sim_bag(tmp_path_factory) -> Path:
+    """1.5 s of the small urban rig (6 cameras, lidar, 5 radars, ground truth), seed 5."""
+    from mmfusion_ros.cli import main
+
+    folder = tmp_path_factory.mktemp('runtime_bag')
+    bag = folder / 'drive'
+    assert main(['simulate', '--scenario', str(small_scenario(folder, duration_s=1.5)), '--out', str(bag),
+                 '--seed', '5']) == 0
+    return bag
+
+
+@pytest.fixture(scope='session')
+def fusion_config():
+    from mmfusion_ros.config import load_config
+
+    return load_config()
+
+
+@pytest.fixture(scope='session')
+def pipeline(fusion_config):
+    from mmfusion_ros.pipeline import FusionPipeline
+
+    return FusionPipeline(fusion_config)
+
+
+@pytest.fixture(scope='session')
+def bag_messages(sim_bag):
+    """Every message of the small recording, in log order: (topic, msgtype, raw, log stamp)."""
+    from mmfusion_ros.io.bag import BagReader
+
+    with BagReader(sim_bag) as reader:
+        return [(m.topic, m.msgtype, m.raw, m.stamp_ns) for m in reader.messages()]
