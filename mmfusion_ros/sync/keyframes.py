@@ -33,6 +33,7 @@ from ..config import FusionConfig, SensorConfig
 from ..errors import DecodeError, GeometryError, TransformError
 from ..frame import LIDAR_FIELDS, RADAR_FIELDS, CameraView, Frame
 from ..geometry.motion import compensate_ego_motion
+from ..msgs.typestore import deserialize
 from ..msgs.decode import (
     decode_camera_info,
     decode_compressed_image,
@@ -161,6 +162,7 @@ class KeyframeAssembler:
         stream = self._by_topic.get(topic)
         if stream is None:
             return None
+        deserialize(raw, msgtype, topic)  # a cut or garbled message must not lend its stamp to a frame
         stamp = _header_stamp(raw, topic) + stream.config.offset_ns
         stream.add(_Sample(stamp, raw, msgtype))
         if stream.config.modality == 'lidar' and (self.keys == 'lidar' or (self.keys == 'auto'
