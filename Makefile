@@ -22,14 +22,15 @@ $(DEMO_BAG): $(SIM_SOURCES) | $(STAMP)
 	$(VENV)/bin/mmfusion simulate --scenario urban --faults camera_blackout --duration 15 --seed 7 \
 		--out $(DEMO_BAG) --json bags/demo_urban.json --overwrite
 
-# The network (shipped weights) scored on the demo drive, every 4th annotated frame, for each subset
-# of modalities; the front camera is black for a third of it.
-# The demo: what the recording holds, then the network (shipped weights) scored on it, every 4th
-# annotated frame, for each subset of modalities (its front camera is black for a third of the drive).
+# The demo: the recording replayed through the detector as fast as possible (output bag with every
+# input and output, report with pictures, video and timing), then the network scored on it every 4th
+# annotated frame for each subset of modalities. The front camera is black for a third of the drive.
 demo: setup $(DEMO_BAG)
 	$(VENV)/bin/mmfusion inspect $(DEMO_BAG) --json $(DEMO_OUT)/inspect.json
+	$(VENV)/bin/mmfusion replay $(DEMO_BAG) --out $(DEMO_OUT)/replay_mcap --report $(DEMO_OUT)/report
 	$(VENV)/bin/mmfusion eval $(DEMO_BAG) --every 4 --json $(DEMO_OUT)/eval.json
-	@echo "demo: reports written to $(DEMO_OUT)/inspect.json and $(DEMO_OUT)/eval.json"
+	@echo "demo: report at $(DEMO_OUT)/report/index.html (summary.json, pictures, bev.mp4);" \
+		"output bag $(DEMO_OUT)/replay_mcap; metrics $(DEMO_OUT)/eval.json"
 
 # The CUDA kernels run a second time in numba's CUDA simulator (no GPU needed), on tiny inputs.
 test: setup

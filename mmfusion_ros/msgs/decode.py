@@ -14,7 +14,7 @@ Conventions worth knowing:
   ``''`` or ``'_'`` are padding and skipped; a ``count`` of 0 is read as 1. Points whose x, y or z
   is not finite are dropped and counted in ``dropped_invalid``.
 - Radar PointCloud2: field names are matched case-insensitively. Doppler comes from the first of
-  ``doppler``, ``range_rate``, ``radial_velocity``, ``v_r``; RCS from ``rcs``. Without an explicit
+  ``doppler``, ``range_rate``, ``radial_velocity``, ``v_r``, ``velocity`` (CARLA); RCS from ``rcs``. Without an explicit
   doppler field but with ``vx`` and ``vy`` (nuScenes), doppler is the projection of (vx, vy, 0) on
   the line of sight, ``(x*vx + y*vy) / |xyz|``: nuScenes' vx, vy are the measured radial velocity
   split into x and y components, so the projection gives it back with its sign (positive away).
@@ -313,7 +313,8 @@ def decode_pointcloud(raw: bytes | memoryview, topic: str = '') -> PointCloud:
                       dropped)
 
 
-_DOPPLER_NAMES = ('doppler', 'range_rate', 'radial_velocity', 'v_r')
+# 'velocity' is CARLA's radar field (carla-ros-bridge): the range rate, negative when closing.
+_DOPPLER_NAMES = ('doppler', 'range_rate', 'radial_velocity', 'v_r', 'velocity')
 
 
 def _radar_from_pointcloud(msg: Any, where: str) -> RadarPoints:

@@ -175,7 +175,7 @@ def replay(paths: Path | Sequence[Path], config: FusionConfig, options: ReplayOp
             clock_ns[0] = reader.end_ns + round(config.sync.timeout_ms * 1e6) + 1  # let the last frames time out
         else:
             time.sleep(config.sync.timeout_ms / 1e3)
-        for output in service.poll():
+        for output in service.flush():
             write_output(output)
     except BaseException:
         if writer is not None:

@@ -111,6 +111,11 @@ class FusionService:
         self._sequence = 0
         self._resets_seen = 0
         self._tf_resets_seen = 0
+        self._awaiting_tf: list[tuple[SyncedSet, int]] = []  # complete frames waiting for /tf, oldest first
+        self._timeout_ns = round(config.sync.timeout_ms * 1e6)
+        self._backwards_ns = round(config.sync.reset_on_backwards_ms * 1e6)
+        trigger_rate = config.sensors[trigger].rate_hz if trigger else None
+        self._tf_horizon_ns = round(NS / trigger_rate) if trigger_rate and config.sensors[trigger].modality == 'lidar' else 0
         self._last_diagnostics_ns: int | None = None
         self._latencies: collections.deque[float] = collections.deque(maxlen=10_000)
         self._lock = threading.RLock()  # assembler and counters: intake thread vs worker
@@ -169,21 +174,60 @@ class FusionService:
                 self._tf_resets_seen = self.assembler.time_resets
                 self.sync.reset()
                 self._time_reset()
-            if taken is None:
-                return self._diagnostics_due(now)
-            name, stamp = taken
-            self._note_arrival(name, stamp, now)
-            sets = self.sync.push(name, stamp, None)
+            if taken is not None:
+                name, stamp = taken
+                last = self._sensors[name].last_stamp_ns
+                if last is not None and stamp < last - self._backwards_ns:  # time went back: a looped bag
+                    self.assembler.reset()
+                    self.sync.reset()
+                    self._time_reset()
+                    self.assembler.take(topic, msgtype, bytes(raw))  # the first message of the new timeline
+                self._note_arrival(name, stamp, now)
+                self._awaiting_tf += [(s, now) for s in self.sync.push(name, stamp, None)]
+                self._after_sync()
+            released = self._release(now)
+        return self._run(released, now)
+
+    def flush(self) -> list[OutputMessage]:
+        """The end of the input (a recording): frames still waiting go out with what they have.
+
+        Call it after advancing the clock past ``sync.timeout_ms``, so the synchronizer's last sets
+        time out; frames waiting for /tf that will never come are released.
+        """
+        now = self.clock()
+        with self._lock:
+            self._awaiting_tf += [(s, now) for s in self.sync.poll()]
             self._after_sync()
-        return self._run(sets, now)
+            released = self._release(now, final=True)
+        return self._run(released, now)
 
     def poll(self) -> list[OutputMessage]:
         """Frames whose timeout passed (sensors late or dead) and /diagnostics when due."""
         now = self.clock()
         with self._lock:
-            sets = self.sync.poll()
+            self._awaiting_tf += [(s, now) for s in self.sync.poll()]
             self._after_sync()
-        return self._run(sets, now)
+            released = self._release(now)
+        return self._run(released, now)
+
+    def _release(self, now: int, final: bool = False) -> list[SyncedSet]:
+        """The complete frames whose transforms have arrived (or will not: after the timeout).
+
+        As tf2's message filter does: a lidar sweep is deskewed with the vehicle's poses over the
+        sweep, and /tf for its last firings is published about when the sweep is, so a frame waits
+        until /tf covers its stamp plus a trigger period, at most ``sync.timeout_ms``.
+        """
+        released = []
+        newest = self.assembler.tf_newest_ns
+        while self._awaiting_tf:
+            synced, since = self._awaiting_tf[0]
+            covered = newest is None or newest >= synced.stamp_ns + self._tf_horizon_ns
+            if not covered and now - since <= self._timeout_ns and not final:
+                break
+            self._awaiting_tf.pop(0)
+            self.counters['tf_timeouts'] += int(not covered)
+            released.append(synced)
+        return released
 
     def close(self) -> None:
         """Stop the worker (threaded mode) after the frame it is running."""
@@ -204,13 +248,15 @@ class FusionService:
 
     def _after_sync(self) -> None:
         resets = self.sync.stats.resets
-        if resets != self._resets_seen:  # a sensor's stamps went back: a looped bag; start over cleanly
+        if resets != self._resets_seen:  # the synchronizer saw time go back where the service did not
             self._resets_seen = resets
             self.assembler.reset()
             self._time_reset()
 
     def _time_reset(self) -> None:
         self._resets_seen = self.sync.stats.resets
+        self.counters['frames_lost_to_reset'] += len(self._awaiting_tf)
+        self._awaiting_tf.clear()
         for stats in self._sensors.values():
             stats.last_stamp_ns = None
             stats.interval_ns = None
@@ -221,7 +267,7 @@ class FusionService:
     def _run(self, sets: list[SyncedSet], now: int) -> list[OutputMessage]:
         if not sets:
             return self._diagnostics_due(now)
-        ready_wall = time.perf_counter_ns()
+        ready_wall = time.perf_counter_ns()  # complete and its transforms in: latency from here is work
         if self.threaded:
             with self._wake:
                 for synced in sets:
@@ -259,11 +305,11 @@ class FusionService:
                         self._sensors[name].missing_frames += 1
                         self._sensors[name].last_missing = synced.missing.get(name, why)
             result = self.pipeline.step(frame)
-        except MmfusionError as err:
+        except Exception as err:  # noqa: BLE001 - one frame that can not be run must not stop the node
             with self._lock:
                 self.counters['failed_frames'] += 1
                 self.dropped[f'frame failed: {type(err).__name__}'] += 1
-                self.last_error = str(err).split('\n')[0]
+                self.last_error = f'{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ""}'
             return self._diagnostics_due(ready_clock)
         service_ms = (time.perf_counter_ns() - ready_wall) / 1e6  # complete -> outputs, wall time
         latency_ms = (ready_clock - synced.stamp_ns) / 1e6 + service_ms
@@ -351,8 +397,8 @@ class FusionService:
                                              f'{self.counters["time_resets"]} time resets', 'sync', tuple(sync_values)))
             summary = self.pipeline.timer.summary()
             pipeline_values: list[tuple[str, Any]] = [(key, self.counters[key]) for key in
-                                                      ('frames', 'partial_frames', 'timed_out_frames', 'skipped_frames',
-                                                       'failed_frames',
+                                                      ('frames', 'partial_frames', 'timed_out_frames', 'tf_timeouts',
+                                                       'skipped_frames', 'failed_frames',
                                                        'unreadable', 'detections', 'flagged')]
             for stage, figures in summary.items():
                 pipeline_values += [(f'{stage}_p50_ms', f'{figures["p50"]:.2f}'),
@@ -376,6 +422,7 @@ class FusionService:
                 'frames': self.counters['frames'],
                 'partial_frames': self.counters['partial_frames'],  # frames without some sensor
                 'timed_out_frames': self.counters['timed_out_frames'],  # went out after sync.timeout_ms
+                'tf_timeouts': self.counters['tf_timeouts'],  # went out without /tf covering them
                 'detections': self.counters['detections'],
                 'flagged': self.counters['flagged'],
                 'latency_ms': {'p50': round(float(np.percentile(latencies, 50)), 3) if len(latencies) else None,

@@ -243,12 +243,20 @@ class KeyframeAssembler:
 
     def _decoded(self, sample: _Sample, stream: _Stream) -> Any:
         if not sample.tried:
-            sample.tried = True
             try:
                 sample.decoded = _decode(sample, stream, self)
-            except (DecodeError, TransformError, GeometryError) as err:
+                sample.tried = True
+            except (DecodeError, GeometryError) as err:  # the message itself: it will not get better
                 sample.decoded = str(err).split('\n')[0]
+                sample.tried = True
+            except TransformError as err:  # its poses may still arrive: try again for the next frame
+                return str(err).split('\n')[0]
         return sample.decoded
+
+    @property
+    def tf_newest_ns(self) -> int | None:
+        """The newest /tf stamp taken since the start or the last reset (None: no /tf yet)."""
+        return self._tf_newest_ns
 
     def _camera(self, t: int, name: str, missing: dict[str, str]) -> CameraView | None:
         if name in missing:
