@@ -36,14 +36,17 @@ from .errors import ConfigError
 __all__ = [
     'CONFIG_DIR',
     'DEFAULT_CONFIG',
+    'CalibrationSection',
     'ConsistencySection',
     'FramesConfig',
     'FusionConfig',
     'GridConfig',
+    'HealthSection',
     'ModelSection',
     'OutputsSection',
     'SensorConfig',
     'SyncSection',
+    'TrackingSection',
     'config_from_dict',
     'load_config',
     'read_yaml',
@@ -221,12 +224,225 @@ class ConsistencySection:
     min_lidar_points: int = 3  # current-sweep lidar points in the box that count as lidar support
     min_radar_points: int = 1  # radar returns in the box (grown by radar_margin_m) that count as support
     radar_margin_m: float = 1.0
+    # Where a modality is expected to see an object (absence elsewhere is no disagreement).
+    camera_range_m: float = 60.0
+    lidar_range_m: float = 60.0
+    radar_range_m: float = 70.0
+    radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
+    occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
+    # Conflicts.
+    velocity_tolerance_mps: float = 2.0  # radar doppler vs the object's radial velocity, plus 20 % of its speed
+    min_doppler_returns: int = 2
+    position_tolerance_m: float = 2.5  # a modality's own peak this far from the fused centre (or half its length)
+    min_position_score: float = 0.5  # ... when its own head is at least this sure
+    class_margin: float = 0.35  # a modality's best class beats the fused class by this much
+    min_class_score: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.support_score < 1 or self.min_lidar_points < 1 or self.min_radar_points < 1 \
                 or self.radar_margin_m < 0:
             raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
                               f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
+        for name in ('camera_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
+                     'velocity_tolerance_mps', 'position_tolerance_m'):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
+        for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score'):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
+        if self.min_doppler_returns < 1:
+            raise ConfigError(f'min_doppler_returns: must be >= 1, got {self.min_doppler_returns}')
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    """Online calibration health: camera extrinsic drift and clock offsets (``consistency/calibration.py``)."""
+
+    # Camera drift by edge alignment: rotations about the camera body axes searched on a grid of
+    # +-drift_search_deg (drift_step_deg in yaw and pitch, drift_roll_step_deg in roll).
+    drift_search_deg: float = 2.0
+    drift_step_deg: float = 0.25
+    drift_roll_step_deg: float = 0.5
+    drift_window_frames: int = 10  # scored frames whose score surfaces are averaged
+    drift_min_frames: int = 3  # scored frames before a drift is reported
+    drift_max_edge_points: int = 600  # lidar edge samples scored per frame (an even subsample beyond)
+    drift_min_edge_points: int = 30  # a frame with fewer is skipped
+    drift_min_discontinuity: float = 0.1  # relative depth step that makes a lidar return an edge
+    drift_edge_alpha: float = 0.3  # edge image: share of the sharp edge, the rest is its spread
+    drift_edge_decay: float = 0.9  # spread: per pixel of distance from the edge
+    drift_confidence_sigma: float = 3.0  # the estimate must beat the nominal by this many standard errors
+    drift_degraded_deg: float = 0.5
+    drift_failed_deg: float = 2.0
+    # Clock offsets from matched (observation, reference track) pairs.
+    offset_window_frames: int = 40
+    offset_min_pairs: int = 10  # moving pairs needed for an estimate
+    offset_min_speed_mps: float = 2.0  # slower pairs (relative to the ego) carry no timing information
+    offset_max_stderr_ms: float = 10.0  # a state other than ok needs a standard error at most this
+    offset_fit_bias: bool = False  # fit a constant displacement along with the offset
+    offset_degraded_ms: float = 30.0
+    offset_failed_ms: float = 150.0
+
+    def __post_init__(self) -> None:
+        for name in ('drift_window_frames', 'drift_min_frames', 'drift_max_edge_points', 'drift_min_edge_points',
+                     'offset_window_frames', 'offset_min_pairs'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f'{name}: must be an integer >= 1, got {value!r}')
+        if not 2 <= self.drift_min_frames <= self.drift_window_frames:
+            raise ConfigError(f'drift_min_frames: must be in [2, drift_window_frames = {self.drift_window_frames}], '
+                              f'got {self.drift_min_frames}')
+        if self.drift_min_edge_points > self.drift_max_edge_points:
+            raise ConfigError(f'drift_min_edge_points: {self.drift_min_edge_points} exceeds drift_max_edge_points '
+                              f'({self.drift_max_edge_points})')
+        if not 0 < self.drift_search_deg <= 10:
+            raise ConfigError(f'drift_search_deg: must be in (0, 10], got {self.drift_search_deg}')
+        for name in ('drift_step_deg', 'drift_roll_step_deg'):
+            if not 0 < getattr(self, name) <= self.drift_search_deg:
+                raise ConfigError(f'{name}: must be in (0, drift_search_deg = {self.drift_search_deg}], '
+                                  f'got {getattr(self, name)}')
+        for name in ('drift_min_discontinuity', 'drift_edge_alpha', 'drift_edge_decay'):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f'{name}: must be in (0, 1), got {getattr(self, name)}')
+        for name in ('drift_confidence_sigma', 'drift_degraded_deg', 'offset_min_speed_mps', 'offset_max_stderr_ms',
+                     'offset_degraded_ms'):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
+        for low, high in (('drift_degraded_deg', 'drift_failed_deg'), ('offset_degraded_ms', 'offset_failed_ms')):
+            if not getattr(self, high) > getattr(self, low):
+                raise ConfigError(f'{high}: {getattr(self, high)} must exceed {low} ({getattr(self, low)})')
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    """Objects followed across frames and the temporal filter on their flags (``consistency/tracking.py``)."""
+
+    # Track life.
+    max_missed: int = 3  # a confirmed track coasts through this many frames without a detection, then ends
+    min_hits: int = 2  # detections before a track is confirmed; a track not yet confirmed ends on its first miss
+    max_gap_s: float = 1.0  # a frame this long after the previous one (or older than it) starts afresh
+    # Association gate, in metres around each track's predicted centre (fixed frame):
+    # max(gate_min_m, gate_length_fraction * box length) + gate_speed_fraction * speed * dt + 2 sigma.
+    gate_min_m: float = 2.0
+    gate_length_fraction: float = 0.5
+    gate_speed_fraction: float = 0.5  # room for acceleration and turns, as a share of the predicted travel
+    class_mismatch_penalty_m: float = 1.0  # added to the distance when the class differs (soft, never a veto)
+    # Velocity smoothing: a constant-velocity Kalman filter on the centre, fed by positions and the network.
+    position_noise_m: float = 0.2  # std of a detected centre
+    acceleration_noise_mps2: float = 2.0  # std of the unmodelled acceleration (how fast velocity may change)
+    network_velocity_noise_mps: float = 1.5  # std of the network's velocity: its weight in the blend
+    unknown_velocity_noise_mps: float = 10.0  # std of a new track's velocity when the network gives none
+    # Flag persistence: raised when present in raise_frames of the last window frames of a track,
+    # cleared after clear_frames consecutive frames without it.
+    raise_frames: int = 2
+    window: int = 3
+    clear_frames: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ('max_missed', 'min_hits', 'raise_frames', 'window', 'clear_frames'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == 'max_missed' else 1):
+                raise ConfigError(f'{name}: must be an integer >= {0 if name == "max_missed" else 1}, got {value!r}')
+        for name in ('max_gap_s', 'gate_min_m', 'position_noise_m', 'acceleration_noise_mps2',
+                     'network_velocity_noise_mps', 'unknown_velocity_noise_mps'):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
+        for name in ('gate_length_fraction', 'gate_speed_fraction', 'class_mismatch_penalty_m'):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f'{name}: must be >= 0, got {getattr(self, name)}')
+        if self.raise_frames > self.window:
+            raise ConfigError(f'raise_frames: {self.raise_frames} can not exceed window ({self.window})')
+
+
+@dataclass(frozen=True)
+class HealthSection:
+    """Per-sensor health over a sliding window (``consistency/health.py``): thresholds per condition."""
+
+    # Persistence, in updates of that sensor: a content condition is reported after confirm_frames updates
+    # in a row and cleared after clear_frames clean ones; silence and rate need no confirmation.
+    confirm_frames: int = 2
+    clear_frames: int = 3
+    reference_sweeps: int = 10  # healthy updates the lidar occupancy and radar ghost baselines span
+    reference_min: int = 3  # healthy updates before those are judged ('warming_up' until then)
+    # Message timing: periods from the sensor's rate_hz, else the median interval seen.
+    silent_periods: float = 2.5  # no message for this many periods: 'silent' (failed)
+    rate_window_s: float = 2.0  # the message rate is counted over this window
+    rate_low_ratio: float = 0.6  # measured rate below this share of the nominal: 'rate_low' (degraded)
+    # Camera content, on the image area-downsampled to at most camera_work_width columns.
+    camera_work_width: int = 320
+    blackout_max_mean: float = 10.0  # grey levels (0-255): mean at most this ...
+    blackout_max_std: float = 4.0  # ... and spread at most this: 'blackout' (failed)
+    # Mean |difference| to the previous image (full resolution, grey levels) up to which it is the same image
+    # again: a real sensor's noise alone changes more. confirm_frames repeats in a row: 'frozen' (failed).
+    frozen_max_change: float = 0.1
+    saturation_level: int = 250  # a pixel whose three channels all reach this is saturated
+    overexposed_fraction: float = 0.3  # saturated share: 'overexposed', degraded from here ...
+    overexposed_failed_fraction: float = 0.7  # ... failed from here
+    # Occlusion: blocks of the image with two-dimensional texture (which changes when it moves) that match
+    # each of the last occlusion_window images while the scene moves, in regions of occlusion_min_region
+    # or more: an opaque patch on the lens, textured or not at its edges.
+    occlusion_grid: tuple[int, int] = (32, 18)  # blocks across, down
+    occlusion_window: int = 8  # images; also the delay before an occlusion can show
+    occlusion_max_change: float = 0.75  # grey levels, a block's mean |difference|: unchanged
+    occlusion_min_texture: float = 1.5  # grey levels, sqrt of the smaller structure tensor eigenvalue
+    # With ego motion unknown, this share of the textured blocks must change by occlusion_moving_change or
+    # more for the scene to count as moving: a standing vehicle's still surroundings are no occlusion.
+    occlusion_moving_change: float = 2.0
+    occlusion_min_moving: float = 0.5
+    occlusion_min_region: float = 0.03  # share of the image
+    occluded_fraction: float = 0.1  # stuck share: 'occluded', degraded from here ...
+    occluded_failed_fraction: float = 0.5  # ... failed from here
+    # Lidar occupancy, by azimuth and elevation bins of the sweep in the lidar frame, against the
+    # per-bin median of the last reference_sweeps healthy sweeps.
+    sector_bin_deg: float = 2.0
+    sector_min_points: int = 5  # a bin is expected to fill when its reference has this many points
+    sector_empty_ratio: float = 0.1  # an expected bin with fewer than this share of its reference is lost
+    sector_min_deg: float = 10.0  # lost arcs narrower than this are ignored; wider: 'sector_loss' (degraded)
+    sector_failed_deg: float = 180.0  # ... failed from this many degrees lost in all
+    beam_bin_deg: float = 0.25  # beams closer than two bins in elevation merge into one
+    beam_min_points: int = 20  # a beam is expected when its reference has this many points
+    # An expected beam below this share of its reference is lost, when a beam above it still returns (an
+    # open sky empties beams from the top down, so an empty top is no loss).
+    beam_empty_ratio: float = 0.1
+    beam_failed_fraction: float = 0.5  # 'beam_loss' is degraded, failed from this share of the beams
+    # Radar ghosts: the share of returns without lidar or detection support, pooled over ghost_window
+    # scans, against the share learned over the healthy reference scans.
+    ghost_window: int = 3
+    ghost_min_returns: int = 10  # fewer returns in the window: not judged
+    ghost_margin: float = 0.2  # unsupported share this far above the baseline: 'ghosts' (degraded)
+    ghost_failed_fraction: float = 0.8  # ... failed from this unsupported share
+
+    def __post_init__(self) -> None:
+        for name in ('confirm_frames', 'clear_frames', 'reference_sweeps', 'reference_min', 'camera_work_width',
+                     'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns'):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f'{name}: must be an integer >= 1, got {value!r}')
+        if self.reference_min > self.reference_sweeps:
+            raise ConfigError(f'reference_min: {self.reference_min} can not exceed reference_sweeps '
+                              f'({self.reference_sweeps})')
+        if self.camera_work_width < 16 or min(self.occlusion_grid) < 2:
+            raise ConfigError(f'camera_work_width, occlusion_grid: need >= 16 columns and a grid of at least '
+                              f'2 x 2, got {self.camera_work_width}, {list(self.occlusion_grid)}')
+        for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
+                     'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
+                     'sector_min_deg', 'beam_bin_deg', 'ghost_margin'):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
+        for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
+                     'occlusion_min_region', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
+                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_failed_fraction'):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
+        for low, high in (('overexposed_fraction', 'overexposed_failed_fraction'),
+                          ('occluded_fraction', 'occluded_failed_fraction'), ('sector_min_deg', 'sector_failed_deg')):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f'{high}: {getattr(self, high)} is below {low} ({getattr(self, low)})')
+        if not 0 < self.saturation_level <= 255:
+            raise ConfigError(f'saturation_level: must be in (0, 255], got {self.saturation_level}')
+        if abs(360 / self.sector_bin_deg - round(360 / self.sector_bin_deg)) > 1e-6:
+            raise ConfigError(f'sector_bin_deg: {self.sector_bin_deg} does not divide 360 degrees')
+        if self.sector_failed_deg > 360:
+            raise ConfigError(f'sector_failed_deg: at most 360, got {self.sector_failed_deg}')
 
 
 @dataclass(frozen=True)
@@ -240,6 +456,9 @@ class FusionConfig:
     sync: SyncSection = SyncSection()
     outputs: OutputsSection = OutputsSection()
     consistency: ConsistencySection = ConsistencySection()
+    calibration: CalibrationSection = CalibrationSection()
+    health: HealthSection = HealthSection()
+    tracking: TrackingSection = TrackingSection()
 
     def __post_init__(self) -> None:
         if not self.sensors:

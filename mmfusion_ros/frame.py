@@ -68,6 +68,13 @@ class Frame:
     ground_truth: Detections3D | None = None  # boxes at stamp_ns in frame_id, when the source has them
     faults: tuple[DiagnosticStatus, ...] = ()  # injected faults active at stamp_ns (simulator bags)
     missing: Mapping[str, str] = field(default_factory=dict)  # sensor -> why it is not in this frame
+    # Where things were, for the consistency stage (sensor health, tracking); None / empty: unknown.
+    pose: RigidTransform | None = None  # the base frame at stamp_ns -> the fixed (world) frame
+    sensor_to_base: Mapping[str, RigidTransform] = field(default_factory=dict)  # lidar and radar mounts at stamp_ns
+    lidar_sensor: np.ndarray | None = None  # (N,) int16: which of lidar_sensors each lidar row came from
+    radar_sensor: np.ndarray | None = None  # (N,) int16: which of radar_sensors each radar row came from
+    lidar_sensors: tuple[str, ...] = ()  # the names behind lidar_sensor's indices
+    radar_sensors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'cameras', tuple(self.cameras))
@@ -75,6 +82,19 @@ class Frame:
         object.__setattr__(self, 'radar', _checked_cloud(self.radar, RADAR_FIELDS, 'radar'))
         object.__setattr__(self, 'faults', tuple(self.faults))
         object.__setattr__(self, 'missing', dict(self.missing))
+        object.__setattr__(self, 'sensor_to_base', dict(self.sensor_to_base))
+        for name in ('lidar', 'radar'):
+            source = getattr(self, f'{name}_sensor')
+            cloud = getattr(self, name)
+            if source is not None:
+                source = np.asarray(source, np.int16)
+                if cloud is None or source.shape != (len(cloud),):
+                    raise ValueError(f'Frame.{name}_sensor: expected one index per {name} row '
+                                     f'({0 if cloud is None else len(cloud)}), got {source.shape}')
+                names = getattr(self, f'{name}_sensors')
+                if len(source) and (source.min() < 0 or source.max() >= len(names)):
+                    raise ValueError(f'Frame.{name}_sensor: indices must be < len({name}_sensors) = {len(names)}')
+                object.__setattr__(self, f'{name}_sensor', source)
 
     @property
     def modalities(self) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ class FusionResult:
     flags: tuple[tuple[str, ...], ...]  # per detection, its disagreement reasons (empty: modalities agree)
     gates: tuple[float, float, float]  # the fuser's weight of camera, lidar, radar
     timings_ms: Mapping[str, float] = field(default_factory=dict)  # stage -> milliseconds, this frame
+    flag_scores: tuple[Mapping[str, float], ...] = ()  # per detection, each flag's score (>= 1 when raised)
 
     @property
     def flagged(self) -> int:
@@ -76,6 +77,8 @@ class FusionPipeline:
                     detections = decode_detections(outputs, grid, self.head, frame.stamp_ns, frame.frame_id)
                 with self.timer.stage('consistency'):
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency)
-                    flags = disagreement_flags(evidence, self.config.consistency)
+                    raw = disagreement_flags(evidence, detections, self.head.classes, self.config.consistency)
         gates = tuple(float(g) for g in outputs.gates.detach().cpu())
-        return FusionResult(frame, detections, evidence, flags, gates, self.timer.last)  # type: ignore[arg-type]
+        flags = tuple(tuple(name for name, _ in row) for row in raw)
+        scores = tuple(dict(row) for row in raw)
+        return FusionResult(frame, detections, evidence, flags, gates, self.timer.last, scores)  # type: ignore[arg-type]

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .evidence import DetectionEvidence, detection_evidence, disagreement_flags
+from .evidence import DetectionEvidence, detection_evidence, disagreement_flags, flag_modality
 
-__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags']
+__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']

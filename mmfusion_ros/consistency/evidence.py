@@ -1,20 +1,34 @@
 """What each modality says about each fused detection, and the flags where they disagree.
 
-Per detection and modality (camera, lidar, radar):
+Evidence per detection and modality (camera, lidar, radar):
 
-- ``head``: the modality's own auxiliary heatmap at the detection (the best score of the detection's
-  class in the 3x3 head cells around its centre): what that modality alone believes; NaN when the
-  modality is absent from the frame;
-- ``lidar_points``: current-sweep lidar points inside the box; ``radar_points``: radar returns inside
-  the box grown by ``radar_margin_m`` in x and y (radar is sparse and its azimuth coarse);
-- ``in_camera_view``: the box centre projects into at least one camera image of the frame.
+- ``head``: the modality's own auxiliary heatmap at the detection (the best score of the
+  detection's class in the 3x3 head cells around its centre): what that modality alone believes;
+  NaN when the modality is absent from the frame. ``head_class`` / ``head_class_score``: the class
+  that modality's head likes best there;
+- ``offset``: where the modality's own head puts the object, minus the fused centre (metres; the
+  score-weighted centroid of its best cell's 3x3 neighbourhood within two cells of the detection),
+  and ``peak``, that best cell's score;
+- ``lidar_points``: current-sweep lidar points in the box; ``radar_points``: radar returns in the box
+  grown by ``radar_margin_m``; ``doppler_residual``: median over those returns of (measured radial
+  ground speed - the detection's velocity projected on the line of sight), m/s;
+- expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range,
+  not hidden behind nearer objects), ``lidar_expected`` (in range, not in the shadow of nearer
+  large objects), ``radar_expected`` (the same; pedestrians only nearer).
 
-A modality *supports* a detection when its head scores it at least ``support_score``, or (lidar,
-radar) when it has at least the configured number of returns in the box. It is *expected* to see a
-detection when it is present in the frame, and for cameras when the box lies in a camera's view.
-Flags: ``missing_in_<m>`` (expected, no support), ``only_<m>`` (the one supporting modality among at
-least two expected). Occlusion, range, sensor health, velocity/class/position conflicts and the
-temporal filter that confirms a flag over frames build on this evidence in the consistency stage.
+Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
+
+- ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
+  support it (its head below ``support_score`` and, for lidar and radar, too few returns);
+- ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
+- ``velocity_conflict:radar``: the radar's doppler disagrees with the object's radial velocity by
+  more than ``velocity_tolerance_mps`` + 20 % of its speed;
+- ``class_conflict:<m>``: ``m``'s own head prefers another class by ``class_margin``;
+- ``position_conflict:<m>``: ``m``'s own head puts the object more than ``position_tolerance_m`` away
+  (for the camera, only the part across the line of sight counts: its depth is coarse).
+
+These are single-frame judgements; the consistency stage confirms them over frames per tracked
+object (``tracking.FlagFilter``) before they are published.
 """
 
 from __future__ import annotations
@@ -32,7 +46,10 @@ from ..model.config import MODALITIES, HeadConfig
 from ..model.network import NetOutputs
 from ..types import Detections3D
 
-__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags']
+__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
+
+_BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
+_WINDOW = 2  # head cells either side of a detection in which a modality's own peak is looked for
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,9 +57,16 @@ class DetectionEvidence:
     """Per-detection support, one row per detection, modality columns in ``MODALITIES`` order."""
 
     head: np.ndarray  # (N, 3) float64 the modality's own head score at the object; NaN: modality absent
+    head_class: np.ndarray  # (N, 3) int64 its best class index there; -1: absent
+    head_class_score: np.ndarray  # (N, 3) float64 that class's score
+    offset: np.ndarray  # (N, 3, 2) float64 its own peak minus the fused centre, metres; NaN: no peak
+    peak: np.ndarray  # (N, 3) float64 the score of that peak
     lidar_points: np.ndarray  # (N,) int32 current-sweep lidar points in the box
     radar_points: np.ndarray  # (N,) int32 radar returns in the grown box
-    in_camera_view: np.ndarray  # (N,) bool the centre projects into a camera image
+    doppler_residual: np.ndarray  # (N,) float64 m/s, NaN without enough returns
+    in_camera_view: np.ndarray  # (N,) bool in a camera image, in range, not hidden
+    lidar_expected: np.ndarray  # (N,) bool
+    radar_expected: np.ndarray  # (N,) bool
     present: tuple[bool, bool, bool]  # the modality is in the frame
 
     def __len__(self) -> int:
@@ -56,52 +80,187 @@ class DetectionEvidence:
         return support & np.array(self.present)[None, :]
 
     def expected(self) -> np.ndarray:
-        """(N, 3) bool: the modality is present and (cameras) the object is in its view."""
-        expected = np.tile(np.array(self.present), (len(self), 1))
-        expected[:, 0] &= self.in_camera_view
-        return expected
+        """(N, 3) bool: the modality is present and placed to see the object."""
+        expected = np.stack([self.in_camera_view, self.lidar_expected, self.radar_expected], axis=1)
+        return expected & np.array(self.present)[None, :]
 
     @classmethod
     def empty(cls, present: tuple[bool, bool, bool]) -> DetectionEvidence:
-        return cls(np.zeros((0, 3)), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, bool), present)
+        n3 = np.zeros((0, 3))
+        return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
+                   np.zeros(0, np.int32), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool),
+                   present)
 
 
-def _head_scores(outputs: NetOutputs, detections: Detections3D, grid: GridConfig, head: HeadConfig) -> np.ndarray:
-    n = len(detections)
-    scores = np.full((n, len(MODALITIES)), np.nan)
-    if n == 0:
-        return scores
+def flag_modality(flag: str) -> str | None:
+    """The modality a flag names: ``missing_in_camera`` -> camera, ``position_conflict:lidar`` -> lidar."""
+    for prefix in ('missing_in_', 'only_'):
+        if flag.startswith(prefix):
+            return flag[len(prefix):]
+    return flag.split(':', 1)[1] if ':' in flag else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evidence
+
+
+def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConfig,
+                   head: HeadConfig) -> tuple[np.ndarray, ...]:
+    n, K = len(detections), head.num_classes
+    scores = np.full((n, 3), np.nan)
+    best_class = np.full((n, 3), -1, np.int64)
+    best_score = np.full((n, 3), np.nan)
+    offset = np.full((n, 3, 2), np.nan)
+    peak = np.full((n, 3), np.nan)
     cell = grid.cell_size * head.output_stride
     H, W = outputs.head.heatmap.shape[-2:]
     cols = np.clip(np.floor((detections.centers[:, 0] - grid.x_range[0]) / cell).astype(int), 0, W - 1)
     rows = np.clip(np.floor((detections.centers[:, 1] - grid.y_range[0]) / cell).astype(int), 0, H - 1)
-    labels = np.array([head.classes.index(label) for label in detections.labels])
+    labels = np.array([head.classes.index(label) for label in detections.labels], np.int64)
     for m, modality in enumerate(MODALITIES):
         if not bool(outputs.present[m]):
             continue
-        heat = torch.sigmoid(outputs.aux_heatmaps[modality].detach().float().cpu())  # (1, K, H, W)
-        best = F.max_pool2d(heat, 3, stride=1, padding=1)[0].numpy()  # the best of the 3x3 cells around
-        scores[:, m] = best[labels, rows, cols]
-    return scores
+        heat = torch.sigmoid(outputs.aux_heatmaps[modality].detach().float().cpu())[0]  # (K, H, W)
+        near = F.max_pool2d(heat[None], 3, stride=1, padding=1)[0].numpy()  # the best of the 3x3 cells around
+        heat = heat.numpy()
+        scores[:, m] = near[labels, rows, cols]
+        per_class = near[:, rows, cols].T  # (N, K)
+        best_class[:, m] = per_class.argmax(axis=1)
+        best_score[:, m] = per_class.max(axis=1)
+        for i in range(n):
+            r0, r1 = max(rows[i] - _WINDOW, 0), min(rows[i] + _WINDOW + 1, H)
+            c0, c1 = max(cols[i] - _WINDOW, 0), min(cols[i] + _WINDOW + 1, W)
+            window = heat[labels[i], r0:r1, c0:c1]
+            r, c = np.unravel_index(int(window.argmax()), window.shape)
+            r, c = r + r0, c + c0
+            peak[i, m] = heat[labels[i], r, c]
+            rr, cc = slice(max(r - 1, 0), min(r + 2, H)), slice(max(c - 1, 0), min(c + 2, W))
+            weights = heat[labels[i], rr, cc]
+            if weights.sum() <= 0:
+                continue
+            ys, xs = np.mgrid[rr, cc]
+            x = grid.x_range[0] + (np.sum(weights * (xs + 0.5)) / weights.sum()) * cell
+            y = grid.y_range[0] + (np.sum(weights * (ys + 0.5)) / weights.sum()) * cell
+            offset[i, m] = (x - detections.centers[i, 0], y - detections.centers[i, 1])
+    return scores, best_class, best_score, offset, peak
 
 
-def _in_camera_view(frame: Frame, centers: np.ndarray) -> np.ndarray:
-    visible = np.zeros(len(centers), bool)
+def _box_corners(detections: Detections3D) -> np.ndarray:
+    """(N, 8, 3) corners in the detections' frame."""
+    l, w, h = detections.sizes.T / 2
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)  # (8, 3)
+    local = signs[None] * np.stack([l, w, h], axis=1)[:, None, :]  # (N, 8, 3)
+    c, s = np.cos(detections.yaws)[:, None], np.sin(detections.yaws)[:, None]
+    x = c * local[..., 0] - s * local[..., 1]
+    y = s * local[..., 0] + c * local[..., 1]
+    return np.stack([x, y, local[..., 2]], axis=-1) + detections.centers[:, None, :]
+
+
+def _covered(boxes: np.ndarray, order: np.ndarray, hides: np.ndarray, threshold: float) -> np.ndarray:
+    """Which intervals/rectangles are hidden: ``boxes`` (N, 2 or 4) lo/hi, nearest first in ``order``.
+
+    A box is hidden when the union of the nearer hiding boxes covers ``threshold`` of it, measured on a
+    small raster of the box (exact enough to tell 'behind a bus' from 'beside it').
+    """
+    n = len(boxes)
+    hidden = np.zeros(n, bool)
+    dims = boxes.shape[1] // 2
+    for rank, i in enumerate(order):
+        nearer = [j for j in order[:rank] if hides[j]]
+        if not nearer:
+            continue
+        lo, hi = boxes[i, :dims], boxes[i, dims:]
+        if np.any(hi <= lo):
+            continue
+        samples = np.stack(np.meshgrid(*[np.linspace(a, b, 9) for a, b in zip(lo, hi)], indexing='ij'), -1)
+        samples = samples.reshape(-1, dims)
+        inside = np.zeros(len(samples), bool)
+        for j in nearer:
+            inside |= np.all((samples >= boxes[j, :dims]) & (samples <= boxes[j, dims:]), axis=1)
+        hidden[i] = inside.mean() >= threshold
+    return hidden
+
+
+def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySection) -> np.ndarray:
+    corners = _box_corners(detections)  # (N, 8, 3)
+    n = len(detections)
+    seen = np.zeros(n, bool)
+    distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
+    big = np.array([label in _BIG_CLASSES for label in detections.labels])
     for view in frame.cameras:
         to_camera = view.camera_to_base.inverse()
-        p = to_camera.apply(centers)  # (N, 3) in the camera's optical frame (z forward)
+        p = to_camera.apply(corners.reshape(-1, 3)).reshape(n, 8, 3)  # optical frame, z forward
         K = view.intrinsics.p[:, :3]
-        ahead = p[:, 2] > 0.5
-        with np.errstate(divide='ignore', invalid='ignore'):
-            u = K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2]
-            v = K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]
-        visible |= ahead & (u >= 0) & (u < view.intrinsics.width) & (v >= 0) & (v < view.intrinsics.height)
-    return visible
+        front = p[..., 2] > 0.5
+        depth = np.where(front, p[..., 2], 1.0)
+        u = K[0, 0] * p[..., 0] / depth + K[0, 2]
+        v = K[1, 1] * p[..., 1] / depth + K[1, 2]
+        width, height = view.intrinsics.width, view.intrinsics.height
+        # The image rectangle of the corners in front of the camera (corners behind it are left out:
+        # a box the camera is inside of is not one it sees as an object).
+        rect = np.stack([np.where(front, u, np.inf).min(1), np.where(front, v, np.inf).min(1),
+                         np.where(front, u, -np.inf).max(1), np.where(front, v, -np.inf).max(1)], axis=1)  # (N, 4)
+        rect = np.clip(rect, [0, 0, 0, 0], [width, height, width, height])
+        visible_area = np.maximum(rect[:, 2] - rect[:, 0], 0) * np.maximum(rect[:, 3] - rect[:, 1], 0)
+        centre_in_front = to_camera.apply(detections.centers)[:, 2] > 0.5
+        candidate = centre_in_front & (visible_area > 4.0) & (distance <= config.camera_range_m)
+        if not candidate.any():
+            continue
+        depth = np.linalg.norm(to_camera.apply(detections.centers), axis=1)
+        order = np.argsort(np.where(candidate, depth, np.inf))
+        order = order[candidate[order]]
+        hidden = np.zeros(n, bool)
+        hidden_c = _covered(rect[order][:, [0, 1, 2, 3]], np.arange(len(order)), big[order], config.occluded_fraction)
+        hidden[order] = hidden_c
+        seen |= candidate & ~hidden
+    return seen
+
+
+def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarray:
+    """In the shadow (azimuth interval, seen from the vehicle) of nearer large objects."""
+    corners = _box_corners(detections)[:, :4, :2]  # (N, 4, 2): the xy footprint (z pairs repeat)
+    distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
+    azimuth = np.arctan2(corners[..., 1], corners[..., 0])  # (N, 4)
+    centre_azimuth = np.arctan2(detections.centers[:, 1], detections.centers[:, 0])[:, None]
+    relative = np.angle(np.exp(1j * (azimuth - centre_azimuth)))  # unwrap around each box's own bearing
+    lo = centre_azimuth[:, 0] + relative.min(axis=1)
+    hi = centre_azimuth[:, 0] + relative.max(axis=1)
+    order = np.argsort(distance)
+    big = np.array([label in _BIG_CLASSES for label in detections.labels])
+    # Express every interval around one reference so nearby bearings compare (objects behind the
+    # vehicle straddle +-pi: shift those by 2 pi together).
+    wrap = np.where(np.abs(centre_azimuth[:, 0]) > np.pi / 2, np.where(centre_azimuth[:, 0] < 0, 2 * np.pi, 0.0), 0.0)
+    intervals = np.stack([lo + wrap, hi + wrap], axis=1)
+    return _covered(intervals, order, big, config.occluded_fraction)
+
+
+def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray, config: ConsistencySection) -> np.ndarray:
+    residual = np.full(len(detections), np.nan)
+    if frame.radar is None or not len(frame.radar):
+        return residual
+    radar = frame.radar
+    # Lines of sight from each return's own radar where the mounts are known, else from the base origin.
+    origins = np.zeros((len(radar), 2))
+    if frame.radar_sensor is not None:
+        for index in np.unique(frame.radar_sensor):
+            name = frame.radar_sensors[index]
+            if name in frame.sensor_to_base:
+                origins[frame.radar_sensor == index] = frame.sensor_to_base[name].translation[:2]
+    for i in range(len(detections)):
+        rows = np.flatnonzero(inside == i)
+        if len(rows) < config.min_doppler_returns or not np.isfinite(detections.velocities[i]).all():
+            continue
+        xy = radar[rows, :2].astype(np.float64) - origins[rows]
+        los = xy / np.maximum(np.linalg.norm(xy, axis=1, keepdims=True), 1e-6)  # (R, 2)
+        measured = np.sum(radar[rows, 3:5] * los, axis=1)  # compensated radial ground speed
+        predicted = los @ detections.velocities[i]
+        residual[i] = float(np.median(measured - predicted))
+    return residual
 
 
 def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutputs, grid: GridConfig,
                        head: HeadConfig, config: ConsistencySection) -> DetectionEvidence:
-    """Each modality's support for each of ``detections`` (in the frame's base frame)."""
+    """Each modality's evidence for each of ``detections`` (in the frame's base frame)."""
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
     if n == 0:
@@ -113,24 +272,68 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         current = frame.lidar[age <= age.min() + 1e-3, :3]
         _, lidar_points = points_in_boxes(np.ascontiguousarray(current), boxes)
     radar_points = np.zeros(n, np.int32)
+    radar_box = np.full(0, -1, np.int32)
     if frame.radar is not None and len(frame.radar):
         grown = boxes.copy()
         grown[:, 3:5] += 2 * config.radar_margin_m
         grown[:, 5] += 2.0  # radar elevation is coarse: any height near the box
-        _, radar_points = points_in_boxes(np.ascontiguousarray(frame.radar[:, :3]), grown)
-    return DetectionEvidence(_head_scores(outputs, detections, grid, head), lidar_points.astype(np.int32),
-                             radar_points.astype(np.int32), _in_camera_view(frame, detections.centers), present)  # type: ignore[arg-type]
+        radar_box, radar_points = points_in_boxes(np.ascontiguousarray(frame.radar[:, :3]), grown)
+    scores, best_class, best_score, offset, peak = _head_evidence(outputs, detections, grid, head)
+    distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
+    pedestrian = np.array([label == 'pedestrian' for label in detections.labels])
+    shadowed = _shadowed(detections, config)
+    radar_range = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
+    return DetectionEvidence(
+        scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
+        _doppler(frame, detections, radar_box, config), _camera_view(frame, detections, config),
+        (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
+        present)  # type: ignore[arg-type]
 
 
-def disagreement_flags(evidence: DetectionEvidence, config: ConsistencySection) -> tuple[tuple[str, ...], ...]:
-    """Per detection, its flags in a fixed order: ``missing_in_<m>`` then ``only_<m>``."""
+# ---------------------------------------------------------------------------------------------------
+# Flags
+
+
+def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, classes: tuple[str, ...],
+                       config: ConsistencySection) -> tuple[tuple[tuple[str, float], ...], ...]:
+    """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring)."""
     support = evidence.supports(config)
     expected = evidence.expected()
-    flags = []
+    out = []
     for i in range(len(evidence)):
-        reasons = [f'missing_in_{m}' for k, m in enumerate(MODALITIES) if expected[i, k] and not support[i, k]]
-        backing = [m for k, m in enumerate(MODALITIES) if support[i, k]]
+        flags: list[tuple[str, float]] = []
+        for k, m in enumerate(MODALITIES):
+            if expected[i, k] and not support[i, k]:
+                head = 0.0 if np.isnan(evidence.head[i, k]) else evidence.head[i, k]
+                flags.append((f'missing_in_{m}', round(1.0 + (config.support_score - head) / config.support_score, 3)))
+        backing = [k for k in range(3) if support[i, k]]
         if len(backing) == 1 and expected[i].sum() >= 2:
-            reasons.append(f'only_{backing[0]}')
-        flags.append(tuple(reasons))
-    return tuple(flags)
+            k = backing[0]
+            flags.append((f'only_{MODALITIES[k]}', round(1.0 + float(np.nan_to_num(evidence.head[i, k])), 3)))
+        residual = evidence.doppler_residual[i]
+        if np.isfinite(residual) and support[i, 2]:
+            speed = float(np.hypot(*detections.velocities[i])) if np.isfinite(detections.velocities[i]).all() else 0.0
+            tolerance = config.velocity_tolerance_mps + 0.2 * speed
+            if abs(residual) > tolerance:
+                flags.append(('velocity_conflict:radar', round(abs(residual) / tolerance, 3)))
+        fused_class = classes.index(detections.labels[i])
+        for k, m in enumerate(MODALITIES):
+            best = evidence.head_class[i, k]
+            if best < 0 or best == fused_class or not support[i, k]:
+                continue
+            lead = evidence.head_class_score[i, k] - np.nan_to_num(evidence.head[i, k])
+            if evidence.head_class_score[i, k] >= config.min_class_score and lead >= config.class_margin:
+                flags.append((f'class_conflict:{m}', round(lead / config.class_margin, 3)))
+        for k, m in enumerate(MODALITIES):
+            shift = evidence.offset[i, k]
+            if not np.isfinite(shift).all() or np.nan_to_num(evidence.peak[i, k]) < config.min_position_score:
+                continue
+            if m == 'camera':  # only across the line of sight: a camera's depth is coarse
+                los = detections.centers[i, :2] / max(float(np.hypot(*detections.centers[i, :2])), 1e-6)
+                shift = shift - los * float(shift @ los)
+            distance = float(np.hypot(*shift))
+            tolerance = max(config.position_tolerance_m, 0.5 * float(detections.sizes[i, 0]))  # long vehicles
+            if distance > tolerance:
+                flags.append((f'position_conflict:{m}', round(distance / tolerance, 3)))
+        out.append(tuple(flags))
+    return tuple(out)

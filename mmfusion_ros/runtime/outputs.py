@@ -44,9 +44,11 @@ def disagreement_statuses(result: FusionResult, detections: Detections3D,
     for row, reasons in enumerate(result.flags):
         if not reasons:
             continue
+        scores = result.flag_scores[row] if result.flag_scores else {}
         values: list[tuple[str, str]] = [
             ('id', detections.ids[row]), ('reasons', ','.join(reasons)),
-            ('score', f'{detections.scores[row]:.3f}'),
+            ('reason_scores', ','.join(f'{scores.get(r, float("nan")):.2f}' for r in reasons)),
+            ('score', f'{detections.scores[row]:.3f}'), ('class', detections.labels[row]),
             *((axis, f'{v:.2f}') for axis, v in zip('xyz', detections.centers[row])),
         ]
         for k, modality in enumerate(MODALITIES):
@@ -55,7 +57,9 @@ def disagreement_statuses(result: FusionResult, detections: Detections3D,
                        (f'{modality}_expected', str(bool(expected[row, k])).lower()),
                        (f'{modality}_supports', str(bool(support[row, k])).lower())]
         values += [('lidar_points', str(int(evidence.lidar_points[row]))),
-                   ('radar_points', str(int(evidence.radar_points[row])))]
+                   ('radar_points', str(int(evidence.radar_points[row]))),
+                   ('doppler_residual_mps', 'nan' if np.isnan(evidence.doppler_residual[row])
+                    else f'{evidence.doppler_residual[row]:.2f}')]
         statuses.append(DiagnosticStatus(DiagnosticStatus.WARN, f'object/{detections.ids[row]}', ', '.join(reasons),
                                          detections.labels[row], tuple(values)))
     return statuses

@@ -69,6 +69,7 @@ class _Stream:
     sensor: str
     config: SensorConfig
     samples: list[_Sample] = field(default_factory=list)  # sorted by stamp
+    frame_id: str = ''  # the frame its messages name (header.frame_id), once one is decoded
 
     def add(self, sample: _Sample) -> None:
         bisect.insort_right(self.samples, sample, key=lambda s: s.stamp_ns)
@@ -225,8 +226,13 @@ class KeyframeAssembler:
     def assemble(self, t: int, missing: dict[str, str] | None = None) -> Frame:
         """The frame at ``t`` from what is buffered; ``missing`` names sensors to leave out, and why."""
         missing = dict(missing or {})
-        lidar = self._clouds(t, 'lidar', missing)
-        radar = self._clouds(t, 'radar', missing)
+        mounts: dict[str, RigidTransform] = {}
+        lidar, lidar_sensor = self._clouds(t, 'lidar', missing, mounts)
+        radar, radar_sensor = self._clouds(t, 'radar', missing, mounts)
+        try:
+            pose = self.tf.lookup(self.config.frames.fixed, self.config.frames.base, t, extrapolation_ns=NS // 100)
+        except TransformError:
+            pose = None
         cameras = []
         for name in self.config.sensors_of('camera'):
             view = self._camera(t, name, missing)
@@ -235,7 +241,9 @@ class KeyframeAssembler:
         for sensor, why in missing.items():
             self.stats[f'{sensor}: {why.split(" (")[0]}'] += 1
         faults = self._faults.get(t, ())
-        return Frame(t, self.config.frames.base, tuple(cameras), lidar, radar, self._truth.get(t), faults, missing)
+        return Frame(t, self.config.frames.base, tuple(cameras), lidar, radar, self._truth.get(t), faults, missing,
+                     pose, mounts, lidar_sensor, radar_sensor, tuple(self.config.sensors_of('lidar')),
+                     tuple(self.config.sensors_of('radar')))
 
     def _to_base(self, t: int, frame_id: str, stamp: int) -> RigidTransform:
         return self.tf.lookup_through(self.config.frames.base, t, frame_id, stamp, self.config.frames.fixed,
@@ -286,11 +294,14 @@ class KeyframeAssembler:
             return None
         return CameraView(name, sample.stamp_ns, image.pixels, intrinsics, to_base)
 
-    def _clouds(self, t: int, modality: str, missing: dict[str, str]) -> np.ndarray | None:
+    def _clouds(self, t: int, modality: str, missing: dict[str, str],
+                mounts: dict[str, RigidTransform]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(rows, which sensor each row came from) of the modality's sensors, or (None, None)."""
         sweeps_wanted = self.lidar_sweeps if modality == 'lidar' else self.radar_sweeps
         parts = []
+        sources = []
         to_base: RigidTransform | None = None
-        for name, sensor in self.config.sensors_of(modality).items():
+        for index, (name, sensor) in enumerate(self.config.sensors_of(modality).items()):
             if name in missing:
                 continue
             stream = self._streams[name]
@@ -324,12 +335,19 @@ class KeyframeAssembler:
                     points[:, 3:5] = (velocity @ to_base.rotation.T)[:, :2]
                 points[:, -1] = max(0, t - sample.stamp_ns) / NS
                 parts.append(points)
+                sources.append(np.full(len(points), index, np.int16))
                 used += 1
             if not used:
                 missing[name] = 'no usable scan'
+                continue
+            try:
+                mounts[name] = self.tf.lookup(self.config.frames.base, stream.frame_id or sensor.frame_id, t,
+                                              extrapolation_ns=NS // 100)
+            except TransformError:
+                pass  # the mount is for health checks; the points are placed already
         if not parts:
-            return None
-        return np.vstack(parts).astype(np.float32)
+            return None, None
+        return np.vstack(parts).astype(np.float32), np.concatenate(sources)
 
 
 def _header_stamp(raw: bytes, topic: str) -> int:
@@ -355,7 +373,7 @@ def _decode(sample: _Sample, stream: _Stream, assembler: KeyframeAssembler) -> A
     tf = assembler.tf
     if config.modality == 'lidar':
         cloud = decode_pointcloud(sample.raw, topic)
-        frame_id = cloud.frame_id or config.frame_id
+        frame_id = stream.frame_id = cloud.frame_id or config.frame_id
         xyz = cloud.xyz
         times = np.full(len(xyz), sample.stamp_ns, np.int64)
         if 'time' in cloud.fields and len(xyz):
@@ -381,7 +399,7 @@ def _decode(sample: _Sample, stream: _Stream, assembler: KeyframeAssembler) -> A
         rows[:, 3] = intensity
         return rows
     radar = decode_radar(sample.raw, sample.msgtype, topic)
-    frame_id = radar.frame_id or config.frame_id
+    frame_id = stream.frame_id = radar.frame_id or config.frame_id
     pose = tf.lookup(fixed, frame_id, sample.stamp_ns, extrapolation_ns=NS // 100)
     rows = np.zeros((len(radar), len(RADAR_FIELDS)), np.float64)
     rows[:, :3] = pose.apply(radar.xyz.astype(np.float64))

@@ -1,0 +1,182 @@
+"""Per-detection evidence and single-frame flags, on frames and head maps built by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmfusion_ros.config import ConsistencySection, GridConfig
+from mmfusion_ros.consistency import detection_evidence, disagreement_flags, flag_modality
+from mmfusion_ros.frame import CameraView, Frame
+from mmfusion_ros.model.config import CLASSES, HeadConfig
+from mmfusion_ros.model.network import ABSENT_LOGIT, HeadOutputs, NetOutputs
+from mmfusion_ros.types import CameraIntrinsics, Detections3D, RigidTransform
+
+GRID = GridConfig(x_range=(-51.2, 51.2), y_range=(-51.2, 51.2), z_range=(-5.0, 3.0), cell_size=0.8)
+HEAD = HeadConfig(output_stride=2)
+CELL = GRID.cell_size * HEAD.output_stride
+H = W = 64
+CONFIG = ConsistencySection()
+
+
+def heat_at(peaks: list[tuple[float, float, str, float]]) -> torch.Tensor:
+    """(1, K, H, W) logits: a 3x3 blob of ``score`` of class ``label`` at each (x, y)."""
+    logits = torch.full((1, len(CLASSES), H, W), -8.0)
+    for x, y, label, score in peaks:
+        col, row = int((x - GRID.x_range[0]) // CELL), int((y - GRID.y_range[0]) // CELL)
+        k = CLASSES.index(label)
+        logit = float(np.log(score / (1 - score)))
+        logits[0, k, row - 1:row + 2, col - 1:col + 2] = logit - 2.0
+        logits[0, k, row, col] = logit
+    return logits
+
+
+def outputs(camera=None, lidar=None, radar=None) -> NetOutputs:
+    """NetOutputs whose per-modality heads say what is given (None: modality absent)."""
+    absent = torch.full((1, len(CLASSES), H, W), ABSENT_LOGIT)
+    maps = {'camera': camera, 'lidar': lidar, 'radar': radar}
+    zeros = torch.zeros(1, 1, H, W)
+    head = HeadOutputs(absent, zeros.repeat(1, 2, 1, 1), zeros, zeros.repeat(1, 3, 1, 1), zeros.repeat(1, 2, 1, 1),
+                       zeros.repeat(1, 2, 1, 1))
+    present = torch.tensor([m is not None for m in maps.values()])
+    return NetOutputs(head, {m: (v if v is not None else absent) for m, v in maps.items()}, {}, present,
+                      present.float(), None)
+
+
+def car(x: float, y: float, vx: float = 0.0, label: str = 'car') -> Detections3D:
+    return Detections3D(0, 'base_link', np.array([[x, y, 0.8]]), np.array([[4.5, 1.9, 1.6]]), np.zeros(1),
+                        np.array([[vx, 0.0]]), (label,), np.array([0.9]))
+
+
+def lidar_in_box(x: float, y: float, n: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    points = np.zeros((n, 5), np.float32)
+    points[:, 0] = x + rng.uniform(-2, 2, n)
+    points[:, 1] = y + rng.uniform(-0.8, 0.8, n)
+    points[:, 2] = rng.uniform(0.2, 1.4, n)
+    return points
+
+
+def radar_at(x: float, y: float, radial: float, n: int = 3) -> np.ndarray:
+    """Returns at (x, y) whose compensated velocity is ``radial`` m/s along the line of sight."""
+    points = np.zeros((n, 7), np.float32)
+    points[:, 0], points[:, 1], points[:, 2] = x, y, 0.5
+    los = np.array([x, y]) / np.hypot(x, y)
+    points[:, 3:5] = radial * los
+    points[:, 5] = 10.0
+    return points
+
+
+def front_camera() -> CameraView:
+    """A 400x225 camera at the origin looking along +x (70 deg wide)."""
+    fx = 200 / np.tan(np.radians(35))
+    K = np.array([[fx, 0, 200], [0, fx, 112.5], [0, 0, 1]])
+    intrinsics = CameraIntrinsics('cam_front', 400, 225, K, 'none', np.zeros(0))
+    optical_to_base = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], float)
+    return CameraView('cam_front', 0, np.zeros((225, 400, 3), np.uint8), intrinsics,
+                      RigidTransform.from_matrix(optical_to_base))
+
+
+def frame(lidar=None, radar=None, cameras=()) -> Frame:
+    return Frame(0, 'base_link', tuple(cameras), lidar, radar)
+
+
+def flags_of(detections, frame_, net_outputs):
+    evidence = detection_evidence(frame_, detections, net_outputs, GRID, HEAD, CONFIG)
+    raw = disagreement_flags(evidence, detections, CLASSES, CONFIG)
+    return [name for name, _ in raw[0]], dict(raw[0]), evidence
+
+
+def test_all_three_agree_no_flag():
+    det = car(20, 2, vx=10)
+    out = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    names, _, evidence = flags_of(det, frame(lidar_in_box(20, 2), radar_at(20, 2, 10 * 20 / np.hypot(20, 2)),
+                                             [front_camera()]), out)
+    assert names == []
+    assert evidence.supports(CONFIG).all() and evidence.expected().all()
+    assert abs(evidence.doppler_residual[0]) < 0.1
+
+
+def test_camera_that_sees_nothing_where_it_looks_is_missing():
+    det = car(20, 2)
+    out = outputs(heat_at([]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    names, scores, _ = flags_of(det, frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()]), out)
+    assert names == ['missing_in_camera'] and scores['missing_in_camera'] >= 1
+    assert flag_modality('missing_in_camera') == 'camera'
+
+
+def test_an_object_outside_the_cameras_view_is_not_flagged_for_the_camera():
+    det = car(-20, 2)  # behind the vehicle; the only camera looks ahead
+    out = outputs(heat_at([]), heat_at([(-20, 2, 'car', 0.9)]), heat_at([(-20, 2, 'car', 0.7)]))
+    names, _, evidence = flags_of(det, frame(lidar_in_box(-20, 2), radar_at(-20, 2, 0.0), [front_camera()]), out)
+    assert not evidence.in_camera_view[0] and names == []
+
+
+def test_an_object_hidden_behind_a_nearer_truck_is_not_expected():
+    near = Detections3D(0, 'base_link', np.array([[10, 0, 1.5], [30, 0.3, 0.8]]),
+                        np.array([[10, 2.5, 3.2], [4.5, 1.9, 1.6]]), np.zeros(2), np.zeros((2, 2)),
+                        ('truck', 'car'), np.array([0.9, 0.6]))
+    out = outputs(heat_at([(10, 0, 'truck', 0.8)]), heat_at([(10, 0, 'truck', 0.9), (30, 0.3, 'car', 0.5)]),
+                  heat_at([(10, 0, 'truck', 0.6)]))
+    evidence = detection_evidence(frame(lidar_in_box(10, 0), radar_at(10, 0, 0.0), [front_camera()]), near, out,
+                                  GRID, HEAD, CONFIG)
+    raw = disagreement_flags(evidence, near, CLASSES, CONFIG)
+    assert not evidence.in_camera_view[1] and not evidence.lidar_expected[1]
+    assert [n for n, _ in raw[1]] == []  # nobody expected to see it: no disagreement about it
+
+
+def test_only_lidar_when_camera_and_radar_should_see_it():
+    det = car(20, 2)
+    out = outputs(heat_at([]), heat_at([(20, 2, 'car', 0.9)]), heat_at([]))
+    names, _, _ = flags_of(det, frame(lidar_in_box(20, 2), np.zeros((0, 7), np.float32), [front_camera()]), out)
+    assert names == ['missing_in_camera', 'missing_in_radar', 'only_lidar']
+
+
+def test_radar_doppler_against_the_objects_velocity():
+    det = car(20, 0, vx=15.0)  # moving away at 15 m/s; the radar says it stands still
+    out = outputs(heat_at([(20, 0, 'car', 0.8)]), heat_at([(20, 0, 'car', 0.9)]), heat_at([(20, 0, 'car', 0.7)]))
+    names, scores, evidence = flags_of(det, frame(lidar_in_box(20, 0), radar_at(20, 0, 0.0), [front_camera()]), out)
+    assert names == ['velocity_conflict:radar']
+    assert evidence.doppler_residual[0] == pytest.approx(-15.0, abs=0.01)
+    assert scores['velocity_conflict:radar'] == pytest.approx(15.0 / (2.0 + 0.2 * 15.0), rel=1e-3)
+    assert flag_modality('velocity_conflict:radar') == 'radar'
+
+
+def test_a_modality_that_sees_another_class():
+    det = car(20, 2)
+    out = outputs(heat_at([(20, 2, 'car', 0.3), (20, 2, 'pedestrian', 0.9)]), heat_at([(20, 2, 'car', 0.9)]),
+                  heat_at([(20, 2, 'car', 0.7)]))
+    names, _, _ = flags_of(det, frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()]), out)
+    assert names == ['class_conflict:camera']
+
+
+def test_a_modality_that_sees_it_displaced():
+    det = car(20, 2)
+    out = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]),
+                  heat_at([(20, 2, 'car', 0.3), (20 + 4 * CELL / 2, 2, 'car', 0.8)]))  # radar 3.2 m further
+    names, scores, evidence = flags_of(det, frame(lidar_in_box(20, 2), radar_at(23.2, 2, 0.0), [front_camera()]), out)
+    assert 'position_conflict:radar' in names
+    assert evidence.offset[0, 2, 0] == pytest.approx(3.2, abs=0.5)
+
+
+def test_camera_displacement_along_its_line_of_sight_is_tolerated():
+    det = car(20, 0)
+    out = outputs(heat_at([(20, 0, 'car', 0.3), (24.8, 0, 'car', 0.8)]),  # 4.8 m further: the camera's depth
+                  heat_at([(20, 0, 'car', 0.9)]), heat_at([(20, 0, 'car', 0.7)]))
+    names, _, _ = flags_of(det, frame(lidar_in_box(20, 0), radar_at(20, 0, 0.0), [front_camera()]), out)
+    assert not any(n.startswith('position_conflict') for n in names)
+
+
+def test_an_absent_modality_raises_nothing_and_reads_absent():
+    det = car(20, 2)
+    out = outputs(None, heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    names, _, evidence = flags_of(det, frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0)), out)
+    assert names == [] and np.isnan(evidence.head[0, 0]) and evidence.head_class[0, 0] == -1
+
+
+def test_pedestrians_far_away_are_not_expected_in_radar():
+    det = car(40, 2, label='pedestrian')
+    out = outputs(heat_at([(40, 2, 'pedestrian', 0.8)]), heat_at([(40, 2, 'pedestrian', 0.9)]), heat_at([]))
+    names, _, evidence = flags_of(det, frame(lidar_in_box(40, 2), np.zeros((0, 7), np.float32), [front_camera()]), out)
+    assert not evidence.radar_expected[0] and names == []
