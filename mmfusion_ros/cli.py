@@ -204,6 +204,77 @@ def _cmd_replay(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _cmd_node(args: argparse.Namespace) -> None:
+    from .nodes.fusion_node import main as node_main, require_rclpy
+
+    require_rclpy()  # without ROS 2: one line naming what is missing, exit status 2
+    status = node_main(['mmfusion node', *(['--ros-args', *args.ros_args] if args.ros_args else [])])
+    if status:
+        raise SystemExit(status)
+
+
+def _domain_id(value: str | None) -> int:
+    """``--domain``, else ``ROS_DOMAIN_ID`` as ROS 2 reads it, else 0; an integer in 0..232."""
+    import os
+
+    where = '--domain'
+    if value is None:
+        value, where = os.environ.get('ROS_DOMAIN_ID', '').strip() or '0', 'ROS_DOMAIN_ID'
+    try:
+        domain = int(value)
+    except ValueError:
+        domain = -1
+    if not 0 <= domain <= 232:
+        raise ConfigError(f'{where}: a DDS domain id is an integer in 0..232, got {value!r}')
+    return domain
+
+
+def _cmd_dds_node(args: argparse.Namespace) -> dict[str, Any]:
+    from .runtime.dds_node import run_dds_node
+
+    domain = _domain_id(args.domain)
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError(f'--duration: must be positive, got {args.duration}')
+    config = load_config(args.config or [DEFAULT_CONFIG])
+    mode = 'inline, every frame' if args.inline else 'threaded, newest frame'
+
+    def ready() -> None:
+        print(f'mmfusion dds-node: listening on DDS domain {domain} (loopback only), {mode}; '
+              f'Ctrl-C stops', flush=True)
+
+    summary = run_dds_node(config, domain_id=domain, weights=str(args.weights) if args.weights else None,
+                           duration_s=args.duration, inline=args.inline, ready=ready)
+    dds = summary['dds']
+    print(f'{summary["frames"]} frames ({summary["partial_frames"]} partial, {summary["dropped"]["total"]} '
+          f'dropped) from {sum(dds["received"].values())} messages ({sum(dds["rejected"].values())} rejected) '
+          f'in {dds["wall_s"]:.1f} s; {summary["detections"]} detections; stopped by {dds["stopped_by"]}',
+          flush=True)
+    return summary
+
+
+def _cmd_dds_play(args: argparse.Namespace) -> dict[str, Any]:
+    from .runtime.dds_node import play_bag_over_dds
+
+    domain = _domain_id(args.domain)
+    for path in args.bag:
+        if not path.exists():
+            raise ConfigError(f'{path}: no such recording')
+    if not args.rate >= 0:
+        raise ConfigError(f'--rate: must be >= 0 (0: as fast as possible), got {args.rate}')
+    if not args.wait >= 0:
+        raise ConfigError(f'--wait: must be >= 0 seconds, got {args.wait}')
+    result = play_bag_over_dds(args.bag, domain_id=domain, rate=args.rate, wait_for_subscribers_s=args.wait,
+                               topics=args.topics)
+    print(f'{result["messages"]} messages on {len(result["published"])} topics to DDS domain {domain} in '
+          f'{result["wall_s"]:.1f} s ({result["recording_s"]:.1f} s recorded); '
+          f'{sum(result["failed"].values())} refused', flush=True)
+    if result['no_subscriber']:
+        print(f'warning: no subscriber on {", ".join(result["no_subscriber"])}', file=sys.stderr)
+    for topic, why in result['unsupported'].items():
+        print(f'warning: {topic} not played: {why}', file=sys.stderr)
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmfusion', description='Camera + lidar + radar 3D detection with modality agreement.')
@@ -273,6 +344,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--json', type=Path, metavar='PATH', help='also write the metrics as JSON')
     evaluate.set_defaults(run=_cmd_eval)
 
+    domain_help = ('DDS domain id, 0..232 (default: $ROS_DOMAIN_ID, else 0, as ROS 2); DDS stays on the '
+                   'loopback interface')
+    dds_node = commands.add_parser('dds-node', help='run the detector on live DDS topics (ROS 2 wire format, loopback)')
+    dds_node.add_argument('--config', type=Path, action='append', help=CONFIG_HELP)
+    dds_node.add_argument('--weights', type=Path,
+                          help='weights file (default: model.weights, else the packaged weights)')
+    dds_node.add_argument('--domain', metavar='N', help=domain_help)
+    dds_node.add_argument('--duration', type=float, metavar='S',
+                          help='stop after listening this many seconds (default: run until SIGINT or SIGTERM)')
+    dds_node.add_argument('--inline', action='store_true',
+                          help='run every frame in the receive loop, none skipped (default: a worker runs the newest '
+                               'complete frame and skips older ones, as live)')
+    dds_node.add_argument('--json', type=Path, metavar='PATH', help='also write the summary as JSON at the end')
+    dds_node.set_defaults(run=_cmd_dds_node)
+
+    dds_play = commands.add_parser('dds-play', help='publish a recording on DDS topics (ROS 2 wire format, loopback)')
+    dds_play.add_argument('bag', nargs='+', type=Path, help='rosbag2 directory or .mcap file; several are merged')
+    dds_play.add_argument('--domain', metavar='N', help=domain_help)
+    dds_play.add_argument('--rate', type=float, default=1.0,
+                          help='times recorded speed (default: 1.0; 0: as fast as possible)')
+    dds_play.add_argument('--topics', nargs='+', metavar='TOPIC', help='play only these topics (default: all)')
+    dds_play.add_argument('--wait', type=float, default=10.0, metavar='S',
+                          help='seconds to wait for subscribers before the first message (default: 10)')
+    dds_play.add_argument('--json', type=Path, metavar='PATH', help='also write the counts as JSON')
+    dds_play.set_defaults(run=_cmd_dds_play)
+
     bench = commands.add_parser('bench', help='measure speed: geometry kernels against their baselines')
     bench.add_argument('target', choices=('kernels',), help='what to measure')
     bench.add_argument('--kernels', nargs='+', metavar='NAME', help='only these kernels (default: all)')
@@ -281,6 +378,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument('--repeats', type=int, default=7, help='timed calls per implementation (median)')
     bench.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
     bench.set_defaults(run=_cmd_bench)
+
+    node = commands.add_parser('node', help='run the detector as a ROS 2 node (fusion_node; needs rclpy)')
+    node.add_argument('--ros-args', dest='ros_args', nargs=argparse.REMAINDER, default=[],
+                      help='everything after it goes to the node as ROS arguments, e.g. '
+                           '--ros-args -p params_file:=config/carla.yaml -r __ns:=/vehicle1')
+    node.set_defaults(run=_cmd_node)
     return parser
 
 

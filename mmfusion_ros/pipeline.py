@@ -19,6 +19,7 @@ import torch
 
 from .config import FusionConfig
 from .consistency import DetectionEvidence, detection_evidence, disagreement_flags
+from .consistency.stage import ConsistencyStage
 from .frame import Frame
 from .model.config import MODALITIES
 from .model.decode import decode_detections
@@ -38,10 +39,11 @@ class FusionResult:
     frame: Frame
     detections: Detections3D
     evidence: DetectionEvidence
-    flags: tuple[tuple[str, ...], ...]  # per detection, its disagreement reasons (empty: modalities agree)
+    flags: tuple[tuple[str, ...], ...]  # per detection, its confirmed disagreement reasons (empty: agreement)
     gates: tuple[float, float, float]  # the fuser's weight of camera, lidar, radar
     timings_ms: Mapping[str, float] = field(default_factory=dict)  # stage -> milliseconds, this frame
-    flag_scores: tuple[Mapping[str, float], ...] = ()  # per detection, each flag's score (>= 1 when raised)
+    flag_scores: tuple[Mapping[str, float], ...] = ()  # per detection, each confirmed flag's mean score
+    raw_flags: tuple[tuple[str, ...], ...] = ()  # per detection, this frame's own flags before confirmation
 
     @property
     def flagged(self) -> int:
@@ -63,6 +65,7 @@ class FusionPipeline:
         self.timer = timer or StageTimer(synchronize=torch.cuda.synchronize if device.type == 'cuda' else None)
         self.cache = CameraGeometryCache(self.net.config.grid, self.net.config.camera)
         self.head = dataclasses.replace(self.net.config.head, score_threshold=config.outputs.score_threshold)
+        self.consistency = ConsistencyStage(config.tracking)
 
     def step(self, frame: Frame, health: Sequence[float] | None = None) -> FusionResult:
         """Detect in one frame. ``health`` (camera, lidar, radar in [0, 1]) feeds the gated fuser."""
@@ -78,7 +81,12 @@ class FusionPipeline:
                 with self.timer.stage('consistency'):
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency)
                     raw = disagreement_flags(evidence, detections, self.head.classes, self.config.consistency)
+                    tracked = self.consistency.update(frame, detections, raw)
         gates = tuple(float(g) for g in outputs.gates.detach().cpu())
-        flags = tuple(tuple(name for name, _ in row) for row in raw)
-        scores = tuple(dict(row) for row in raw)
-        return FusionResult(frame, detections, evidence, flags, gates, self.timer.last, scores)  # type: ignore[arg-type]
+        raw_names = tuple(tuple(name for name, _ in row) for row in raw)
+        return FusionResult(frame, tracked.detections, evidence, tracked.flags, gates, self.timer.last,  # type: ignore[arg-type]
+                            tracked.scores, raw_names)
+
+    def reset(self) -> None:
+        """Forget the objects of earlier frames (time went backwards, a new recording)."""
+        self.consistency.reset()

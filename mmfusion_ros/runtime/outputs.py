@@ -1,7 +1,7 @@
 """A ``FusionResult`` as the service's output messages (standard types only).
 
 - objects: ``vision_msgs/Detection3DArray`` (the convention of ``msgs/README.md``: velocity as a
-  second hypothesis); ids are ``<frame sequence>.<row>``, unique over a run;
+  second hypothesis); ids are the tracker's (``t<n>``): an object keeps its id over frames;
 - disagreements: ``diagnostic_msgs/DiagnosticArray``, one ``DiagnosticStatus`` per flagged
   detection: ``name`` = ``object/<id>``, ``level`` WARN, ``message`` = the reasons joined by ``, ``,
   ``hardware_id`` = the class, and key-values: ``id``, ``reasons``, ``score``, ``x``/``y``/``z``, and
@@ -21,17 +21,10 @@ from ..model.config import MODALITIES
 from ..pipeline import FusionResult
 from ..types import BoxMarker, Detections3D, DiagnosticStatus
 
-__all__ = ['AGREE_RGBA', 'FLAGGED_RGBA', 'box_markers', 'disagreement_statuses', 'with_ids']
+__all__ = ['AGREE_RGBA', 'FLAGGED_RGBA', 'box_markers', 'disagreement_statuses']
 
 AGREE_RGBA = np.array([0.1, 0.85, 0.3, 0.45])
 FLAGGED_RGBA = np.array([1.0, 0.5, 0.0, 0.6])
-
-
-def with_ids(detections: Detections3D, sequence: int) -> Detections3D:
-    """The detections with run-unique ids ``<sequence>.<row>``."""
-    ids = tuple(f'{sequence}.{row}' for row in range(len(detections)))
-    return Detections3D(detections.stamp_ns, detections.frame_id, detections.centers, detections.sizes,
-                        detections.yaws, detections.velocities, detections.labels, detections.scores, ids)
 
 
 def disagreement_statuses(result: FusionResult, detections: Detections3D,

@@ -45,7 +45,7 @@ from ..pipeline import FusionPipeline, FusionResult
 from ..sync.approximate import ApproximateTimeSynchronizer, SyncedSet, SyncInput
 from ..sync.keyframes import FAULTS_TOPIC, GROUND_TRUTH_TOPIC, KeyframeAssembler
 from ..types import DiagnosticStatus
-from .outputs import box_markers, disagreement_statuses, with_ids
+from .outputs import box_markers, disagreement_statuses
 
 __all__ = ['FusionService', 'OutputMessage']
 
@@ -108,7 +108,6 @@ class FusionService:
         self._topic_sensor = {s.topic: name for name, s in config.sensors.items()}
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
-        self._sequence = 0
         self._resets_seen = 0
         self._tf_resets_seen = 0
         self._awaiting_tf: list[tuple[SyncedSet, int]] = []  # complete frames waiting for /tf, oldest first
@@ -255,6 +254,7 @@ class FusionService:
 
     def _time_reset(self) -> None:
         self._resets_seen = self.sync.stats.resets
+        self.pipeline.reset()
         self.counters['frames_lost_to_reset'] += len(self._awaiting_tf)
         self._awaiting_tf.clear()
         for stats in self._sensors.values():
@@ -318,15 +318,13 @@ class FusionService:
     def _outputs(self, frame: Frame, result: FusionResult, synced: SyncedSet, latency_ms: float,
                  service_ms: float) -> list[OutputMessage]:
         with self._lock:
-            self._sequence += 1
-            sequence = self._sequence
             self.counters['frames'] += 1
             self.counters['partial_frames'] += int(bool(frame.missing))
             self.counters['detections'] += len(result.detections)
             self.counters['flagged'] += result.flagged
             self._latencies.append(latency_ms)
             self.pipeline.timer.record('latency', max(0.0, latency_ms))
-        detections = with_ids(result.detections, sequence)
+        detections = result.detections  # ids: the tracker's, stable over frames
         stamp, base = frame.stamp_ns, frame.frame_id
         now = self.clock()
         statuses = disagreement_statuses(result, detections, self.config.consistency)

@@ -62,8 +62,10 @@ def test_one_frame_per_lidar_sweep_with_every_output(service, bag_messages):
     assert stamps == sweeps  # in order, none twice
     for name in ('disagreements', 'markers', 'debug/processing_time_ms', 'debug/pipeline_latency_ms'):
         assert len(by_topic(outputs, f'/mmfusion/output/{name}' if '/' not in name else f'/mmfusion/{name}')) == len(sweeps)
-    ids = [i for o in objects for i in decode_detections(o.raw).ids]
-    assert len(ids) == len(set(ids)) > 0  # run-unique ids, and the drive has objects to detect
+    per_frame = [decode_detections(o.raw).ids for o in objects]
+    ids = [i for frame_ids in per_frame for i in frame_ids]
+    assert all(len(f) == len(set(f)) for f in per_frame)  # unique within a frame
+    assert 0 < len(set(ids)) < len(ids) / 3  # tracked: an object keeps its id from frame to frame
     assert by_topic(outputs, '/diagnostics')
     summary = service.summary()
     assert summary['detections'] == len(ids)

@@ -1,0 +1,71 @@
+"""The consistency stage over time: track the detections, confirm their flags over frames.
+
+``ConsistencyStage.update(frame, detections, raw_flags)`` runs once per frame, in order:
+
+1. the tracker associates this frame's detections with the objects of earlier frames in the fixed
+   frame (``frame.pose``; the base frame when the pose is unknown), so an object keeps its id and
+   gets a smoothed velocity;
+2. each detection's raw single-frame flags go to the flag filter under its track id: a flag is
+   published once it was raised in 2 of the last 3 frames of that object, and cleared after 2
+   frames without it. One noisy frame raises nothing.
+
+The published detections carry the track ids as their ids and the tracker's velocity where it has
+one (the network's otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..config import TrackingSection
+from ..frame import Frame
+from ..types import Detections3D
+from .tracking import FlagFilter, Tracker
+
+__all__ = ['ConsistencyStage', 'TrackedFlags']
+
+
+@dataclass(frozen=True, eq=False)
+class TrackedFlags:
+    detections: Detections3D  # ids = track ids; velocities smoothed by the tracker where known
+    flags: tuple[tuple[str, ...], ...]  # per detection, the confirmed flags
+    scores: tuple[Mapping[str, float], ...]  # per detection, each confirmed flag's mean score over its window
+
+
+class ConsistencyStage:
+    def __init__(self, config: TrackingSection = TrackingSection()) -> None:
+        self.tracker = Tracker(config)
+        self.filter = FlagFilter(config)
+
+    def reset(self) -> None:
+        self.filter.forget(self.tracker.reset())
+
+    def update(self, frame: Frame, detections: Detections3D,
+               raw_flags: Sequence[Sequence[tuple[str, float]]]) -> TrackedFlags:
+        pose = frame.pose.matrix if frame.pose is not None else None
+        tracked = self.tracker.update(detections, pose)
+        if tracked.ended:
+            self.filter.forget(tracked.ended)
+        n = len(detections)
+        ids = tracked.track_ids[:n]
+        names = [[name for name, _ in row] for row in raw_flags]
+        scores = [dict(row) for row in raw_flags]
+        confirmed = self.filter.update(ids, names, scores)
+        velocities = detections.velocities.copy()
+        known = np.isfinite(tracked.velocities[:n]).all(axis=1)
+        velocities[known] = tracked.velocities[:n][known]
+        # Ids are unique within a frame: a second detection of one track (the tracker's duplicate) and an
+        # untracked row (non-finite centre) get the row number added.
+        published_ids, seen = [], set()
+        for row, track_id in enumerate(ids):
+            published = track_id if track_id and track_id not in seen else f'{track_id or "untracked"}.{row}'
+            seen.add(published)
+            published_ids.append(published)
+        out = Detections3D(detections.stamp_ns, detections.frame_id, detections.centers, detections.sizes,
+                           detections.yaws, velocities, detections.labels, detections.scores, tuple(published_ids))
+        flag_scores = tuple({flag: round(self.filter.score(track_id, flag), 3) for flag in flags}
+                            for track_id, flags in zip(ids, confirmed))
+        return TrackedFlags(out, confirmed, flag_scores)
