@@ -379,7 +379,7 @@ class HealthSection:
     overexposed_failed_fraction: float = 0.7  # ... failed from here
     # Occlusion: blocks of the image with two-dimensional texture (which changes when it moves) that match
     # each of the last occlusion_window images while the scene moves, in regions of occlusion_min_region
-    # or more: an opaque patch on the lens, textured or not at its edges.
+    # or more: an opaque, textured patch on the lens (a featureless one reads like sky).
     occlusion_grid: tuple[int, int] = (32, 18)  # blocks across, down
     occlusion_window: int = 8  # images; also the delay before an occlusion can show
     occlusion_max_change: float = 0.75  # grey levels, a block's mean |difference|: unchanged
@@ -391,14 +391,15 @@ class HealthSection:
     occlusion_min_region: float = 0.03  # share of the image
     occluded_fraction: float = 0.1  # stuck share: 'occluded', degraded from here ...
     occluded_failed_fraction: float = 0.5  # ... failed from here
-    # Lidar occupancy, by azimuth and elevation bins of the sweep in the lidar frame, against the
-    # per-bin median of the last reference_sweeps healthy sweeps.
+    # Lidar occupancy, by azimuth bins and by beam (ring, else elevation bins) of the sweep in the lidar
+    # frame, against the per-bin median of the last reference_sweeps healthy sweeps.
+    lidar_min_range_m: float = 1.0  # nearer returns (the vehicle's own body, the housing) are left out
     sector_bin_deg: float = 2.0
     sector_min_points: int = 5  # a bin is expected to fill when its reference has this many points
     sector_empty_ratio: float = 0.1  # an expected bin with fewer than this share of its reference is lost
     sector_min_deg: float = 10.0  # lost arcs narrower than this are ignored; wider: 'sector_loss' (degraded)
     sector_failed_deg: float = 180.0  # ... failed from this many degrees lost in all
-    beam_bin_deg: float = 0.25  # beams closer than two bins in elevation merge into one
+    beam_bin_deg: float = 0.25  # without rings: beams closer than two bins in elevation merge into one
     beam_min_points: int = 20  # a beam is expected when its reference has this many points
     # An expected beam below this share of its reference is lost, when a beam above it still returns (an
     # open sky empties beams from the top down, so an empty top is no loss).
@@ -406,9 +407,12 @@ class HealthSection:
     beam_failed_fraction: float = 0.5  # 'beam_loss' is degraded, failed from this share of the beams
     # Radar ghosts: the share of returns without lidar or detection support, pooled over ghost_window
     # scans, against the share learned over the healthy reference scans.
-    ghost_window: int = 3
+    ghost_window: int = 5
     ghost_min_returns: int = 10  # fewer returns in the window: not judged
-    ghost_margin: float = 0.2  # unsupported share this far above the baseline: 'ghosts' (degraded)
+    # Unsupported share above the baseline by ghost_margin, or by ghost_z standard errors where the counts
+    # are too few for that margin to be significant: 'ghosts' (degraded).
+    ghost_margin: float = 0.15
+    ghost_z: float = 3.0
     ghost_failed_fraction: float = 0.8  # ... failed from this unsupported share
 
     def __post_init__(self) -> None:
@@ -425,7 +429,8 @@ class HealthSection:
                               f'2 x 2, got {self.camera_work_width}, {list(self.occlusion_grid)}')
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
-                     'sector_min_deg', 'beam_bin_deg', 'ghost_margin'):
+                     'sector_min_deg', 'beam_bin_deg', 'ghost_margin', 'ghost_z',
+                     'lidar_min_range_m'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',

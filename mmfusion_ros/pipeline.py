@@ -1,9 +1,10 @@
 """``FusionPipeline.step(frame) -> FusionResult``: the stages in order, each timed.
 
+    health       every sensor's health from its data (blackout, frozen, sector loss, silence, ...)
     geometry     frame -> network inputs (pillarize lidar and radar, camera lift geometry)
-    network      encoders, fuser, backbone, heads (torch)
+    network      encoders, fuser (gated by the modalities' health), backbone, heads (torch)
     decode       peaks + rotated NMS -> boxes above ``outputs.score_threshold``
-    consistency  each modality's support per detection, disagreement flags
+    consistency  each modality's evidence per detection, flags, tracking, flags confirmed over frames
 
 Every transport (rclpy node, bag replay, DDS bridge) calls this same ``step`` through
 ``runtime.FusionService``; the timed run is the real run.
@@ -19,6 +20,8 @@ import torch
 
 from .config import FusionConfig
 from .consistency import DetectionEvidence, detection_evidence, disagreement_flags
+from .consistency.board import HealthBoard
+from .consistency.health import HealthEstimate
 from .consistency.stage import ConsistencyStage
 from .frame import Frame
 from .model.config import MODALITIES
@@ -44,6 +47,7 @@ class FusionResult:
     timings_ms: Mapping[str, float] = field(default_factory=dict)  # stage -> milliseconds, this frame
     flag_scores: tuple[Mapping[str, float], ...] = ()  # per detection, each confirmed flag's mean score
     raw_flags: tuple[tuple[str, ...], ...] = ()  # per detection, this frame's own flags before confirmation
+    health: Mapping[str, HealthEstimate] = field(default_factory=dict)  # per sensor, as of this frame
 
     @property
     def flagged(self) -> int:
@@ -66,11 +70,17 @@ class FusionPipeline:
         self.cache = CameraGeometryCache(self.net.config.grid, self.net.config.camera)
         self.head = dataclasses.replace(self.net.config.head, score_threshold=config.outputs.score_threshold)
         self.consistency = ConsistencyStage(config.tracking)
+        self.health = HealthBoard(config)
 
     def step(self, frame: Frame, health: Sequence[float] | None = None) -> FusionResult:
-        """Detect in one frame. ``health`` (camera, lidar, radar in [0, 1]) feeds the gated fuser."""
+        """Detect in one frame. ``health`` (camera, lidar, radar in [0, 1]) feeds the gated fuser;
+        by default it is what the sensor health monitors make of this frame and the ones before."""
         grid = self.net.config.grid
         with self.timer.frame():
+            with self.timer.stage('health'):
+                estimates = self.health.update(frame)
+                if health is None:
+                    health = self.health.modality_health()
             with self.timer.stage('geometry'):
                 inputs = frame_inputs(frame, self.net.config, self.cache, health)
             with torch.inference_mode():
@@ -85,8 +95,9 @@ class FusionPipeline:
         gates = tuple(float(g) for g in outputs.gates.detach().cpu())
         raw_names = tuple(tuple(name for name, _ in row) for row in raw)
         return FusionResult(frame, tracked.detections, evidence, tracked.flags, gates, self.timer.last,  # type: ignore[arg-type]
-                            tracked.scores, raw_names)
+                            tracked.scores, raw_names, estimates)
 
     def reset(self) -> None:
-        """Forget the objects of earlier frames (time went backwards, a new recording)."""
+        """Forget earlier frames: objects and sensor histories (time went backwards, a new recording)."""
         self.consistency.reset()
+        self.health.reset()

@@ -110,6 +110,8 @@ class FusionService:
         self.dropped: collections.Counter[str] = collections.Counter()  # reason -> count
         self._resets_seen = 0
         self._tf_resets_seen = 0
+        self._health: dict[str, Any] = {}  # sensor -> HealthEstimate of the last frame
+        self.health_seen: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._awaiting_tf: list[tuple[SyncedSet, int]] = []  # complete frames waiting for /tf, oldest first
         self._timeout_ns = round(config.sync.timeout_ms * 1e6)
         self._backwards_ns = round(config.sync.reset_on_backwards_ms * 1e6)
@@ -338,6 +340,10 @@ class FusionService:
             OutputMessage(self.topics['pipeline_latency'], FLOAT64_TYPE, encode_float64(latency_ms), now),
         ]
         self.last_result = (result, detections, synced, latency_ms)
+        with self._lock:
+            self._health = dict(result.health)
+            for name, estimate in result.health.items():
+                self.health_seen[name][estimate.state] += 1
         if self.on_result is not None:
             self.on_result(result, detections, latency_ms, service_ms)
         return messages + self._diagnostics_due(now)
@@ -405,6 +411,7 @@ class FusionService:
                 else DiagnosticStatus.OK
             statuses.append(DiagnosticStatus(level, 'mmfusion: pipeline', self.last_error or 'ok', 'pipeline',
                                              tuple(pipeline_values)))
+            statuses += [estimate.status() for estimate in self._health.values()]
         return statuses
 
     # -- the run so far ------------------------------------------------------------------------------
@@ -434,7 +441,11 @@ class FusionService:
                     'frame_assembly': dict(sorted(self.assembler.stats.items())),
                 },
                 'sensors': {name: {'received': s.received, 'unreadable': s.unreadable,
-                                   'frames_missing': s.missing_frames, 'last_missing_reason': s.last_missing}
+                                   'frames_missing': s.missing_frames, 'last_missing_reason': s.last_missing,
+                                   'health_frames': dict(self.health_seen.get(name, {})),
+                                   'health_now': self._health[name].state if name in self._health else None,
+                                   'conditions_now': list(self._health[name].conditions) if name in self._health
+                                   else []}
                             for name, s in self._sensors.items()},
                 'messages': self.counters['messages'],
                 'time_resets': self.counters['time_resets'],

@@ -42,3 +42,15 @@ def bag_messages(sim_bag):
 
     with BagReader(sim_bag) as reader:
         return [(m.topic, m.msgtype, m.raw, m.stamp_ns) for m in reader.messages()]
+
+
+@pytest.fixture(scope='session')
+def blackout_bag(tmp_path_factory) -> Path:
+    """The small drive of ``sim_bag`` with the front camera black from 0.45 s to 0.9 s (preset, scaled)."""
+    from mmfusion_ros.cli import main
+
+    folder = tmp_path_factory.mktemp('runtime_blackout')
+    bag = folder / 'drive'
+    assert main(['simulate', '--scenario', str(small_scenario(folder, duration_s=1.5)), '--out', str(bag),
+                 '--seed', '5', '--faults', 'camera_blackout']) == 0
+    return bag

@@ -249,3 +249,30 @@ def test_subscriptions_and_publications_follow_the_config(fusion_config, pipelin
     assert outputs['/perception/fusion/output/objects'] == 'vision_msgs/msg/Detection3DArray'
     assert outputs['/diagnostics'] == 'diagnostic_msgs/msg/DiagnosticArray'
     assert outputs['/perception/fusion/debug/pipeline_latency_ms'] == 'std_msgs/msg/Float64'
+
+
+def test_a_blacked_out_camera_is_reported_failed_in_diagnostics_and_gated_down(fusion_config, pipeline, blackout_bag):
+    from mmfusion_ros.io.bag import BagReader
+
+    with BagReader(blackout_bag) as reader:
+        messages = [(m.topic, m.msgtype, m.raw, m.stamp_ns) for m in reader.messages()]
+    clock = LogClock()
+    gates = []
+    service = FusionService(fusion_config, pipeline, clock=clock)
+    service.on_result = lambda result, *_: gates.append((result.frame.stamp_ns, result.health['cam_front'].state,
+                                                         result.gates))
+    outputs = run(service, clock, messages)
+    states = [state for _, state, _ in gates]
+    start = next(i for i, state in enumerate(states) if state == 'failed')
+    assert 'failed' not in states[:5] and start < len(states) - 3
+    # Failed within 3 frames of the first black image, and the fault's frames are mostly failed.
+    faults_from = min(m[3] for m in messages if m[0] == '/mmfusion/faults' and b'camera_blackout' in m[2])
+    first_black = next(i for i, (stamp, _, _) in enumerate(gates) if stamp >= faults_from)
+    assert start - first_black <= 3
+    assert service.summary()['sensors']['cam_front']['health_frames']['failed'] >= 3
+    failed_statuses = [s for o in by_topic(outputs, '/diagnostics') for s in decode_diagnostics(o.raw)[1]
+                       if s.name == 'mmfusion: health cam_front' and s.level == DiagnosticStatus.ERROR]
+    assert failed_statuses and 'blackout' in failed_statuses[0].message + str(failed_statuses[0].values)
+    # One camera of six is gated down by a sixth of the camera's weight (the fuser's gate follows health).
+    healthy_gate = gates[first_black - 1][2][0]
+    assert gates[start + 1][2][0] < healthy_gate

@@ -1,0 +1,149 @@
+"""Every sensor's health, updated from each frame before the network runs, and what the fuser gets.
+
+``HealthBoard.update(frame)`` hands each monitor of ``health.py`` its sensor's data of this frame:
+
+- a camera: its image, or None when the frame has none (and whether the vehicle moved since the
+  last frame: a still camera on a parked car is not frozen);
+- a lidar: its newest sweep, moved into the lidar's own frame (sectors and beams are the lidar's);
+- a radar: its newest scan in the radar's frame when the scan is new since the last frame, else None
+  (silence is counted in missing scans), with each return marked supported when lidar points stand
+  near it (ghosts are returns nothing else sees).
+
+``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
+blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..config import FusionConfig
+from ..frame import Frame
+from ..model.config import MODALITIES
+from .health import CameraHealth, HealthEstimate, LidarHealth, RadarHealth, health_monitors
+
+__all__ = ['HealthBoard']
+
+MOVING_MPS = 0.5  # the vehicle counts as moving above this speed
+SUPPORT_CELL_M = 1.0  # a radar return is supported by lidar points above ground within this cell's neighbours
+SUPPORT_REACH_M = 60.0  # how far around the vehicle lidar support is judged
+GROUND_CLEARANCE_M = 0.3
+
+
+class HealthBoard:
+    def __init__(self, config: FusionConfig) -> None:
+        self.config = config
+        self.monitors = health_monitors(config)
+        self.last: dict[str, HealthEstimate] = {}
+        self._last_pose: tuple[int, np.ndarray] | None = None
+        self._last_scan: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.monitors = health_monitors(self.config)
+        self.last.clear()
+        self._last_pose = None
+        self._last_scan.clear()
+
+    def _ego_moving(self, frame: Frame) -> bool | None:
+        if frame.pose is None:
+            return None
+        here = frame.pose.translation
+        moving = None
+        if self._last_pose is not None and frame.stamp_ns > self._last_pose[0]:
+            dt = (frame.stamp_ns - self._last_pose[0]) / 1e9
+            moving = bool(np.linalg.norm(here[:2] - self._last_pose[1][:2]) / dt > MOVING_MPS)
+        self._last_pose = (frame.stamp_ns, here.copy())
+        return moving
+
+    def update(self, frame: Frame) -> dict[str, HealthEstimate]:
+        stamp = frame.stamp_ns
+        moving = self._ego_moving(frame)
+        views = {view.name: view for view in frame.cameras}
+        lidar_now = None
+        if frame.lidar is not None and len(frame.lidar):
+            age = frame.lidar[:, 4]
+            lidar_now = frame.lidar[age <= age.min() + 1e-3]
+        for name, monitor in self.monitors.items():
+            if isinstance(monitor, CameraHealth):
+                view = views.get(name)
+                self.last[name] = monitor.update(stamp, None if view is None else view.pixels, ego_moving=moving)
+            elif isinstance(monitor, LidarHealth):
+                self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar', newest=True))
+            elif isinstance(monitor, RadarHealth):
+                points = self._sensor_points(frame, name, 'radar', newest=True)
+                if points is not None:
+                    scan_age = self._newest_age(frame, name)
+                    scan_stamp = stamp / 1e9 - scan_age
+                    if self._last_scan.get(name) == scan_stamp:
+                        points = None  # the same scan as last frame: no news from this radar
+                    else:
+                        self._last_scan[name] = scan_stamp
+                supported = None
+                if points is not None and lidar_now is not None:
+                    supported = self._lidar_support(frame, name, lidar_now)
+                self.last[name] = monitor.update(stamp, points, supported)
+        return dict(self.last)
+
+    def modality_health(self) -> tuple[float, float, float]:
+        scores = {m: [e.score for e in self.last.values() if e.modality == m] for m in MODALITIES}
+        return tuple(float(np.mean(v)) if v else 1.0 for v in scores.values())  # type: ignore[return-value]
+
+    # -- per-sensor data of a frame -------------------------------------------------------------------
+
+    @staticmethod
+    def _rows(frame: Frame, name: str, modality: str) -> np.ndarray | None:
+        cloud = frame.lidar if modality == 'lidar' else frame.radar
+        source = frame.lidar_sensor if modality == 'lidar' else frame.radar_sensor
+        names = frame.lidar_sensors if modality == 'lidar' else frame.radar_sensors
+        if cloud is None or source is None or name not in names:
+            return None
+        rows = np.flatnonzero(source == names.index(name))
+        return rows if len(rows) else None
+
+    def _newest_age(self, frame: Frame, name: str) -> float:
+        rows = self._rows(frame, name, 'radar')
+        return float(frame.radar[rows, -1].min()) if rows is not None else np.inf  # type: ignore[index]
+
+    def _sensor_points(self, frame: Frame, name: str, modality: str, newest: bool) -> np.ndarray | None:
+        """The sensor's newest scan in its own frame (None: nothing from it in this frame)."""
+        rows = self._rows(frame, name, modality)
+        mount = frame.sensor_to_base.get(name)
+        if rows is None or mount is None:
+            return None
+        cloud = frame.lidar if modality == 'lidar' else frame.radar
+        assert cloud is not None
+        age = cloud[rows, -1]
+        if newest:
+            rows = rows[age <= age.min() + 1e-3]
+        return mount.inverse().apply(cloud[rows, :3].astype(np.float64)).astype(np.float32)
+
+    def _lidar_support(self, frame: Frame, name: str, lidar_now: np.ndarray) -> np.ndarray | None:
+        rows = self._rows(frame, name, 'radar')
+        if rows is None:
+            return None
+        age = frame.radar[rows, -1]  # type: ignore[index]
+        rows = rows[age <= age.min() + 1e-3]
+        raised = lidar_now[lidar_now[:, 2] > lidar_now[:, 2].min() + GROUND_CLEARANCE_M] if len(lidar_now) else lidar_now
+        reach = SUPPORT_REACH_M
+        cells = int(2 * reach / SUPPORT_CELL_M)
+        occupied = np.zeros((cells + 2, cells + 2), bool)  # a one-cell border, so neighbours never wrap
+        ij = np.floor((raised[:, :2] + reach) / SUPPORT_CELL_M).astype(np.int64) + 1
+        keep = np.all((ij >= 1) & (ij <= cells), axis=1)
+        occupied[ij[keep, 0], ij[keep, 1]] = True
+        grown = occupied.copy()  # each occupied cell and its eight neighbours
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                grown[1:-1, 1:-1] |= occupied[1 + dx:cells + 1 + dx, 1 + dy:cells + 1 + dy]
+        xy = frame.radar[rows, :2]  # type: ignore[index]
+        ij = np.floor((xy + reach) / SUPPORT_CELL_M).astype(np.int64) + 1
+        inside = np.all((ij >= 1) & (ij <= cells), axis=1)
+        supported = np.ones(len(rows), bool)  # beyond the lidar's reach: no evidence of a ghost
+        supported[inside] = grown[ij[inside, 0], ij[inside, 1]]
+        return supported
+
+
+def health_statuses(estimates: Mapping[str, HealthEstimate]) -> list:
+    """The estimates as DiagnosticStatus entries, sensors in order."""
+    return [estimate.status() for estimate in estimates.values()]
