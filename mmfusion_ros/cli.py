@@ -155,10 +155,43 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _cmd_eval_faults(args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from .eval.faults import evaluate_fault_recordings
+    from .pipeline import FusionPipeline
+
+    config = load_config(args.config or [DEFAULT_CONFIG])
+    pipeline = FusionPipeline(config, weights=str(args.weights) if args.weights else None)
+    result = evaluate_fault_recordings(args.bag, args.clean or [], config, pipeline,
+                                       progress=lambda bags: tqdm(bags, desc='recordings', unit='bag'))
+    result['weights'] = str(args.weights or config.model.weights or 'packaged default')
+    clean = result['clean']
+    print(f'clean: {clean["recordings"]} recordings, {clean["detections"]} detections, false-flag rate '
+          f'{clean["false_flag_rate"]}')
+    print(f'{"fault":<24} {"pairs":>5} {"recall@3":>8} {"t_flag":>6} {"prec":>5} {"FF_pre":>6} {"health":>6} '
+          f'{"h_lat":>5} {"RA":>5}')
+    for kind, m in result['by_fault'].items():
+        def show(value: Any) -> str:
+            return '-' if value is None else f'{value:.2f}' if isinstance(value, float) else str(value)
+        print(f'{kind:<24} {m["object_fault_pairs"]:>5} {show(m["flag_recall_3"]):>8} '
+              f'{show(m["time_to_flag_frames"]["mean"]):>6} {show(m["precision"]):>5} '
+              f'{show(m["false_flag_rate_before_fault"]):>6} {show(m["health_recall"]):>6} '
+              f'{show(m["health_latency_frames"]["mean"]):>5} {show(m["resistance_ability"]):>5}')
+    return result
+
+
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from .eval.run import SUBSETS, evaluate_model
     from .model.weights import load_configured_model
 
+    for path in [*args.bag, *(args.clean or [])]:
+        if not path.exists():
+            raise ConfigError(f'{path}: no such recording or folder')
+    if args.faults:
+        return _cmd_eval_faults(args)
+    if args.clean:
+        raise ConfigError('--clean: only with --faults')
     if args.every < 1:
         raise ConfigError(f'--every: must be at least 1, got {args.every}')
     for path in args.bag:
@@ -341,6 +374,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--modalities', nargs='+', metavar='SUBSET',
                           help='only these subsets: fused camera_only lidar_only radar_only without_camera '
                                'without_lidar without_radar (default: all)')
+    evaluate.add_argument('--faults', action='store_true',
+                          help='the fault benchmark: flag recall, time to flag, precision, false flags, sensor '
+                               'health and resistance ability per fault type, over recordings with injected '
+                               'faults (every frame, in order)')
+    evaluate.add_argument('--clean', type=Path, nargs='+', metavar='BAG_OR_DIR',
+                          help='with --faults: clean renders of the same scenes (false flags, mAP_clean)')
     evaluate.add_argument('--json', type=Path, metavar='PATH', help='also write the metrics as JSON')
     evaluate.set_defaults(run=_cmd_eval)
 

@@ -7,9 +7,10 @@ set -euo pipefail
 out=${1:-out/faults}
 scenes=${SCENES:-10}
 mmfusion=${MMFUSION:-.venv/bin/mmfusion}
-faults=(none camera_blackout camera_frozen camera_occlusion camera_glare lidar_sector_dropout lidar_beam_loss
-        lidar_rain radar_silence radar_ghost_targets extrinsic_drift time_offset dropped_messages
-        scripts/fault_benchmark/extrinsic_drift_1deg.yaml scripts/fault_benchmark/time_offset_50ms.yaml)
+faults=(none camera_blackout camera_frozen radar_silence lidar_sector_dropout
+        scripts/fault_benchmark/extrinsic_drift_1deg.yaml scripts/fault_benchmark/time_offset_50ms.yaml
+        camera_occlusion camera_glare lidar_beam_loss lidar_rain radar_ghost_targets dropped_messages
+        extrinsic_drift time_offset)
 for fault in "${faults[@]}"; do
   name=$(basename "$fault" .yaml)
   "$mmfusion" simulate --scenario urban,highway,intersection,night --scenes "$scenes" --duration 2 \

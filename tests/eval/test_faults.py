@@ -1,0 +1,80 @@
+"""The fault benchmark's figures on hand-made frames, where every number can be counted by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmfusion_ros.config import load_config
+from mmfusion_ros.eval.faults import FaultFrame, _match, fault_metrics
+from mmfusion_ros.model.config import CLASSES
+from mmfusion_ros.sim.faults import RecordedFault
+from mmfusion_ros.types import Detections3D
+
+CONFIG = load_config()
+FAULT = RecordedFault('camera_blackout', 'cam_front', 0, 10**9, ('a', 'b'), {})
+
+
+def boxes(centers, ids=None, scores=None) -> Detections3D:
+    n = len(centers)
+    return Detections3D(0, 'base_link', np.array([[x, y, 0.8] for x, y in centers], float).reshape(-1, 3),
+                        np.tile([4.5, 1.9, 1.6], (n, 1)), np.zeros(n), np.zeros((n, 2)), ('car',) * n,
+                        np.ones(n) if scores is None else np.array(scores, float), tuple(ids or ()))
+
+
+def frames(flags_per_frame, fault_from=2, health=None, recording='scene_00000'):
+    """Ten frames of objects a (20, 0), b (0, 20), c (-20, 0); detections at all three."""
+    truth = boxes([(20, 0), (0, 20), (-20, 0)], ids=['a', 'b', 'c'])
+    out = []
+    for index, flags in enumerate(flags_per_frame):
+        detections = boxes([(20.3, 0), (0, 20.4), (-20, 0.2)])
+        faults = (FAULT,) if index >= fault_from else ()
+        out.append(FaultFrame(recording, index, index, faults, truth, detections, tuple(flags),
+                              _match(truth, detections), {} if health is None else {'cam_front': health[index]}))
+    return out
+
+
+def test_matching_is_nearest_first_within_two_metres():
+    truth = boxes([(0, 0), (10, 0)])
+    detections = boxes([(10.5, 0), (0.4, 0), (30, 0)])
+    assert list(_match(truth, detections)) == [1, 0]
+    assert list(_match(truth, boxes([(3, 0)]))) == [-1, -1]
+
+
+def test_recall_time_to_flag_and_precision():
+    none = ((), (), ())
+    flags = [none, none,                                                   # before the fault
+             none,                                                         # fault frame 0: nothing yet
+             (('missing_in_camera',), (), ()),                             # a flagged 1 frame in
+             (('missing_in_camera',), (), ('missing_in_camera',)),          # c is not affected: a false flag
+             (('missing_in_camera',), ('only_lidar',), ()),                 # b: wrong modality
+             (('missing_in_camera',), (), ()), (('missing_in_camera',), (), ()),
+             (('missing_in_camera',), ('missing_in_camera',), ()),          # b flagged 6 frames in: too late
+             (('missing_in_camera',), ('missing_in_camera',), ())]
+    run = frames(flags)
+    m = fault_metrics([run], [], CONFIG, CLASSES)
+    assert m['object_fault_pairs'] == 2
+    assert m['flag_recall_3'] == 0.5 and m['flag_recall_any'] == 1.0
+    assert m['time_to_flag_frames'] == {'mean': 3.5, 'median': 3.5}
+    # 12 flags while the fault is on: 7 on a + 2 on b right; c's and b's only_lidar wrong.
+    assert m['flags_during_fault'] == 11 and m['precision'] == pytest.approx(9 / 11, abs=1e-4)
+    assert m['false_flag_rate_before_fault'] == 0.0
+
+
+def test_false_flags_on_clean_frames_and_resistance():
+    clean = frames([((), (), ())] * 10, fault_from=99, recording='scene_00000')
+    clean[3] = FaultFrame(*[getattr(clean[3], f) for f in ('recording', 'index', 'stamp_ns', 'faults', 'truth',
+                                                           'detections')],
+                          (('only_radar',), (), ()), clean[3].matched)
+    faulted = frames([((), (), ())] * 10)
+    m = fault_metrics([faulted], [clean], CONFIG, CLASSES)
+    assert m['false_flag_rate_clean'] == pytest.approx(1 / 30, abs=1e-4)
+    assert m['mAP_fault'] == m['mAP_clean'] and m['resistance_ability'] == 1.0
+
+
+def test_health_recall_and_latency():
+    states = ['ok'] * 4 + ['failed'] * 6  # the fault starts at frame 2, health fails at frame 4
+    m = fault_metrics([frames([((), (), ())] * 10, health=states)], [], CONFIG, CLASSES)
+    assert m['health_recall'] == 1.0 and m['health_latency_frames'] == {'mean': 2.0, 'max': 2}
+    m = fault_metrics([frames([((), (), ())] * 10, health=['ok'] * 10)], [], CONFIG, CLASSES)
+    assert m['health_recall'] == 0.0
