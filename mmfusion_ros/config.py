@@ -221,6 +221,8 @@ class ConsistencySection:
     """Per-detection modality support and disagreement flags (``consistency/``)."""
 
     support_score: float = 0.15  # a modality's own head above this at an object supports it
+    camera_support_score: float = 0.05  # the camera's (weaker) head: 97 % of seen objects score above this
+    camera_dark_mean: float = 70.0  # grey level (0-255): a darker image (night) is not expected to show objects
     min_lidar_points: int = 3  # current-sweep lidar points in the box that count as lidar support
     min_radar_points: int = 1  # radar returns in the box (grown by radar_margin_m) that count as support
     radar_margin_m: float = 1.0
@@ -231,9 +233,11 @@ class ConsistencySection:
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
     # Conflicts.
-    velocity_tolerance_mps: float = 2.0  # radar doppler vs the object's radial velocity, plus 20 % of its speed
+    velocity_tolerance_mps: float = 2.5  # radar doppler vs the object's radial velocity, plus 25 % of its speed
     min_doppler_returns: int = 2
     position_tolerance_m: float = 2.5  # a modality's own peak this far from the fused centre (or half its length)
+    radar_position_tolerance_m: float = 4.0  # radar places objects coarsely (azimuth noise, sparse returns)
+    radar_class_conflicts: bool = False  # radar tells car from truck poorly: its class is no evidence by default
     min_position_score: float = 0.5  # ... when its own head is at least this sure
     class_margin: float = 0.35  # a modality's best class beats the fused class by this much
     min_class_score: float = 0.5
@@ -244,10 +248,11 @@ class ConsistencySection:
             raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
                               f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
         for name in ('camera_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
-                     'velocity_tolerance_mps', 'position_tolerance_m'):
+                     'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
-        for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score'):
+        for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score',
+                     'camera_support_score'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
         if self.min_doppler_returns < 1:
@@ -262,15 +267,15 @@ class CalibrationSection:
     # +-drift_search_deg (drift_step_deg in yaw and pitch, drift_roll_step_deg in roll).
     drift_search_deg: float = 2.0
     drift_step_deg: float = 0.25
-    drift_roll_step_deg: float = 0.5
+    drift_roll_step_deg: float = 1.0
     drift_window_frames: int = 10  # scored frames whose score surfaces are averaged
-    drift_min_frames: int = 3  # scored frames before a drift is reported
-    drift_max_edge_points: int = 600  # lidar edge samples scored per frame (an even subsample beyond)
+    drift_min_frames: int = 5  # scored frames (distinct images) before a drift is reported
+    drift_max_edge_points: int = 400  # lidar edge samples scored per frame (an even subsample beyond)
     drift_min_edge_points: int = 30  # a frame with fewer is skipped
     drift_min_discontinuity: float = 0.1  # relative depth step that makes a lidar return an edge
     drift_edge_alpha: float = 0.3  # edge image: share of the sharp edge, the rest is its spread
     drift_edge_decay: float = 0.9  # spread: per pixel of distance from the edge
-    drift_confidence_sigma: float = 3.0  # the estimate must beat the nominal by this many standard errors
+    drift_confidence_sigma: float = 4.0  # the estimate must beat the nominal by this many standard errors
     drift_degraded_deg: float = 0.5
     drift_failed_deg: float = 2.0
     # Clock offsets from matched (observation, reference track) pairs.

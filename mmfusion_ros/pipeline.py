@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .config import FusionConfig
-from .consistency import DetectionEvidence, detection_evidence, disagreement_flags
+from .consistency import DetectionEvidence, detection_evidence
 from .consistency.board import HealthBoard
 from .consistency.health import HealthEstimate
 from .consistency.stage import ConsistencyStage
@@ -48,6 +49,8 @@ class FusionResult:
     flag_scores: tuple[Mapping[str, float], ...] = ()  # per detection, each confirmed flag's mean score
     raw_flags: tuple[tuple[str, ...], ...] = ()  # per detection, this frame's own flags before confirmation
     health: Mapping[str, HealthEstimate] = field(default_factory=dict)  # per sensor, as of this frame
+    calibration: Mapping[str, Any] = field(default_factory=dict)  # camera drift, radar clock offset estimates
+    sensor_states: Mapping[str, str] = field(default_factory=dict)  # per sensor, the worse of health and calibration
 
     @property
     def flagged(self) -> int:
@@ -71,6 +74,7 @@ class FusionPipeline:
         self.head = dataclasses.replace(self.net.config.head, score_threshold=config.outputs.score_threshold)
         self.consistency = ConsistencyStage(config.tracking)
         self.health = HealthBoard(config)
+        self._brightness: dict[str, float] = {}  # camera -> mean grey level of its latest image
 
     def step(self, frame: Frame, health: Sequence[float] | None = None) -> FusionResult:
         """Detect in one frame. ``health`` (camera, lidar, radar in [0, 1]) feeds the gated fuser;
@@ -89,15 +93,24 @@ class FusionPipeline:
                 with self.timer.stage('decode'):
                     detections = decode_detections(outputs, grid, self.head, frame.stamp_ns, frame.frame_id)
                 with self.timer.stage('consistency'):
-                    evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency)
-                    raw = disagreement_flags(evidence, detections, self.head.classes, self.config.consistency)
-                    tracked = self.consistency.update(frame, detections, raw)
+                    blind = [name for name, e in estimates.items() if e.modality == 'camera' and
+                             (e.state == 'failed' or {'blackout', 'frozen'} & set(e.conditions))]
+                    for name, e in estimates.items():
+                        if e.modality == 'camera' and np.isfinite(e.estimates.get('mean_brightness', np.nan)):
+                            self._brightness[name] = e.estimates['mean_brightness']
+                    dark = [name for name, b in self._brightness.items() if b < self.config.consistency.camera_dark_mean]
+                    evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency,
+                                                  blind, dark)
+                    tracked = self.consistency.update(frame, detections, evidence, self.head.classes,
+                                                      self.config.consistency)
+                    self.health.update_offsets(frame, tracked.detections, tracked.settled)
         gates = tuple(float(g) for g in outputs.gates.detach().cpu())
-        raw_names = tuple(tuple(name for name, _ in row) for row in raw)
         return FusionResult(frame, tracked.detections, evidence, tracked.flags, gates, self.timer.last,  # type: ignore[arg-type]
-                            tracked.scores, raw_names, estimates)
+                            tracked.scores, tracked.raw, estimates, dict(self.health.calibration),
+                            self.health.states())
 
     def reset(self) -> None:
         """Forget earlier frames: objects and sensor histories (time went backwards, a new recording)."""
         self.consistency.reset()
         self.health.reset()
+        self._brightness.clear()

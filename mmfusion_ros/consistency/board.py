@@ -2,8 +2,9 @@
 
 ``HealthBoard.update(frame)`` hands each monitor of ``health.py`` its sensor's data of this frame:
 
-- a camera: its image, or None when the frame has none (and whether the vehicle moved since the
-  last frame: a still camera on a parked car is not frozen);
+- a camera: its image with the image's own stamp (a slower camera's image repeated in the next
+  frame is no news), or None when the frame has none, and whether the vehicle moved since the last
+  frame (a still image from a standing car proves nothing);
 - a lidar: its newest sweep, moved into the lidar's own frame (sectors and beams are the lidar's);
 - a radar: its newest scan in the radar's frame when the scan is new since the last frame, else None
   (silence is counted in missing scans), with each return marked supported when lidar points stand
@@ -11,6 +12,12 @@
 
 ``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
 blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
+
+Calibration (``calibration.py``) rides along: each frame one camera in turn (round robin: about 8 ms
+a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and after the
+detections are tracked (``update_offsets``) each radar's clock offset is estimated from where its
+returns put the tracked objects against where the fused detections do, given their motion relative
+to the vehicle. ``states()`` is the worst of a sensor's health and calibration.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import numpy as np
 from ..config import FusionConfig
 from ..frame import Frame
 from ..model.config import MODALITIES
+from ..types import Detections3D
+from .calibration import CameraDriftEstimator, DriftEstimate, OffsetEstimate, TimeOffsetEstimator
 from .health import CameraHealth, HealthEstimate, LidarHealth, RadarHealth, health_monitors
 
 __all__ = ['HealthBoard']
@@ -39,12 +48,31 @@ class HealthBoard:
         self.last: dict[str, HealthEstimate] = {}
         self._last_pose: tuple[int, np.ndarray] | None = None
         self._last_scan: dict[str, float] = {}
+        self.drift: dict[str, CameraDriftEstimator] = {}  # made once the lidar's mount is known
+        self.offsets = {name: TimeOffsetEstimator(name, config.calibration) for name in config.sensors_of('radar')}
+        self.calibration: dict[str, DriftEstimate | OffsetEstimate] = {}
+        self._turn = 0
+        self.ego_velocity = np.full(2, np.nan)  # base axes, m/s, from the last two poses
 
     def reset(self) -> None:
         self.monitors = health_monitors(self.config)
         self.last.clear()
         self._last_pose = None
         self._last_scan.clear()
+        self.drift.clear()
+        self.offsets = {name: TimeOffsetEstimator(name, self.config.calibration)
+                        for name in self.config.sensors_of('radar')}
+        self.calibration.clear()
+        self._turn = 0
+
+    def states(self) -> dict[str, str]:
+        """Per sensor the worse of its health state and its calibration state."""
+        order = {'ok': 0, 'degraded': 1, 'failed': 2}
+        out = {name: e.state for name, e in self.last.items()}
+        for name, estimate in self.calibration.items():
+            if order.get(estimate.state, 0) > order.get(out.get(name, 'ok'), 0):
+                out[name] = estimate.state
+        return out
 
     def _ego_moving(self, frame: Frame) -> bool | None:
         if frame.pose is None:
@@ -53,7 +81,9 @@ class HealthBoard:
         moving = None
         if self._last_pose is not None and frame.stamp_ns > self._last_pose[0]:
             dt = (frame.stamp_ns - self._last_pose[0]) / 1e9
-            moving = bool(np.linalg.norm(here[:2] - self._last_pose[1][:2]) / dt > MOVING_MPS)
+            world = (here[:2] - self._last_pose[1][:2]) / dt
+            moving = bool(np.linalg.norm(world) > MOVING_MPS)
+            self.ego_velocity = frame.pose.rotation[:2, :2].T @ world  # into base axes
         self._last_pose = (frame.stamp_ns, here.copy())
         return moving
 
@@ -67,8 +97,13 @@ class HealthBoard:
             lidar_now = frame.lidar[age <= age.min() + 1e-3]
         for name, monitor in self.monitors.items():
             if isinstance(monitor, CameraHealth):
+                # The image's own stamp: a 12 Hz camera in 20 Hz frames shows the same image twice, which
+                # is no news, not a frozen camera.
                 view = views.get(name)
-                self.last[name] = monitor.update(stamp, None if view is None else view.pixels, ego_moving=moving)
+                if view is None:
+                    self.last[name] = monitor.update(stamp, None, ego_moving=moving)
+                else:
+                    self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving)
             elif isinstance(monitor, LidarHealth):
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar', newest=True))
             elif isinstance(monitor, RadarHealth):
@@ -84,7 +119,58 @@ class HealthBoard:
                 if points is not None and lidar_now is not None:
                     supported = self._lidar_support(frame, name, lidar_now)
                 self.last[name] = monitor.update(stamp, points, supported)
+        self._update_drift(frame, lidar_now)
         return dict(self.last)
+
+    def _update_drift(self, frame: Frame, lidar_now: np.ndarray | None) -> None:
+        lidar = next(iter(frame.lidar_sensors), None)
+        if lidar_now is None or not frame.cameras or lidar not in frame.sensor_to_base:
+            return
+        if not self.drift:
+            origin = frame.sensor_to_base[lidar].translation
+            self.drift = {name: CameraDriftEstimator(name, self.config.calibration, origin)
+                          for name in self.config.sensors_of('camera')}
+        view = frame.cameras[self._turn % len(frame.cameras)]
+        self._turn += 1
+        if view.name in self.drift and view.name not in self._blind():
+            self.calibration[view.name] = self.drift[view.name].update(view, lidar_now[:, :3])
+
+    def _blind(self) -> set[str]:
+        return {n for n, e in self.last.items() if e.modality == 'camera' and e.state == 'failed'}
+
+    def update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
+        """Feed each radar's clock offset estimator with this frame's tracked objects it sees.
+
+        Per object with a settled track velocity and at least two returns of that radar's newest scan in
+        its box (grown by a metre): observed = the returns' mean position, reference = the detection's
+        centre, velocity = the track's minus the vehicle's (how the object moves as the radar sees it).
+        """
+        if frame.radar is None or not len(detections) or not np.isfinite(self.ego_velocity).all():
+            return
+        from ..geometry.boxes import points_in_boxes
+
+        boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])
+        boxes[:, 3:5] += 2.0
+        boxes[:, 5] += 2.0
+        for name, estimator in self.offsets.items():
+            rows = self._rows(frame, name, 'radar')
+            if rows is None:
+                continue
+            age = frame.radar[rows, -1]
+            rows = rows[age <= age.min() + 1e-3]
+            box_of, _ = points_in_boxes(np.ascontiguousarray(frame.radar[rows, :3]), boxes)
+            observed, reference, velocity, sigma = [], [], [], []
+            for i in np.flatnonzero(settled):
+                mine = box_of == i
+                if mine.sum() < 2 or not np.isfinite(detections.velocities[i]).all():
+                    continue
+                observed.append(frame.radar[rows[mine], :2].mean(axis=0))
+                reference.append(detections.centers[i, :2])
+                velocity.append(detections.velocities[i] - self.ego_velocity)
+                sigma.append(1.0 / np.sqrt(mine.sum()))
+            if observed:
+                self.calibration[name] = estimator.update(np.array(observed), np.array(reference),
+                                                          np.array(velocity), np.array(sigma))
 
     def modality_health(self) -> tuple[float, float, float]:
         scores = {m: [e.score for e in self.last.values() if e.modality == m] for m in MODALITIES}

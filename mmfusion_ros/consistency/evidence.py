@@ -7,13 +7,14 @@ Evidence per detection and modality (camera, lidar, radar):
   NaN when the modality is absent from the frame. ``head_class`` / ``head_class_score``: the class
   that modality's head likes best there;
 - ``offset``: where the modality's own head puts the object, minus the fused centre (metres; the
-  score-weighted centroid of its best cell's 3x3 neighbourhood within two cells of the detection),
+  score-weighted centroid of its best cell's 3x3 neighbourhood within three cells of the detection),
   and ``peak``, that best cell's score;
 - ``lidar_points``: current-sweep lidar points in the box; ``radar_points``: radar returns in the box
-  grown by ``radar_margin_m``; ``doppler_residual``: median over those returns of (measured radial
-  ground speed - the detection's velocity projected on the line of sight), m/s;
+  grown by ``radar_margin_m``; ``doppler_measured``: their median radial ground speed (each seen from
+  its own radar), checked against the object's velocity projected on their line of sight;
 - expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range,
-  not hidden behind nearer objects), ``lidar_expected`` (in range, not in the shadow of nearer
+  not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
+  by its health, so it can not support the object), ``lidar_expected`` (in range, not in the shadow of nearer
   large objects), ``radar_expected`` (the same; pedestrians only nearer).
 
 Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
@@ -22,10 +23,12 @@ Flags (``disagreement_flags``), each with a score (how far past its threshold, >
   support it (its head below ``support_score`` and, for lidar and radar, too few returns);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
 - ``velocity_conflict:radar``: the radar's doppler disagrees with the object's radial velocity by
-  more than ``velocity_tolerance_mps`` + 20 % of its speed;
-- ``class_conflict:<m>``: ``m``'s own head prefers another class by ``class_margin``;
-- ``position_conflict:<m>``: ``m``'s own head puts the object more than ``position_tolerance_m`` away
-  (for the camera, only the part across the line of sight counts: its depth is coarse).
+  more than ``velocity_tolerance_mps`` + 25 % of its speed;
+- ``class_conflict:<m>``: ``m``'s own head prefers another class by ``class_margin`` (not the radar's
+  unless ``radar_class_conflicts``: it tells a car from a truck poorly);
+- ``position_conflict:<m>``: ``m``'s own head puts the object more than ``position_tolerance_m``
+  (radar: ``radar_position_tolerance_m``; long vehicles: half their length) away (for the camera,
+  only the part across the line of sight counts: its depth is coarse).
 
 These are single-frame judgements; the consistency stage confirms them over frames per tracked
 object (``tracking.FlagFilter``) before they are published.
@@ -34,6 +37,7 @@ object (``tracking.FlagFilter``) before they are published.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -49,7 +53,7 @@ from ..types import Detections3D
 __all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
 
 _BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
-_WINDOW = 2  # head cells either side of a detection in which a modality's own peak is looked for
+_WINDOW = 3  # head cells either side of a detection in which a modality's own peak is looked for
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +67,10 @@ class DetectionEvidence:
     peak: np.ndarray  # (N, 3) float64 the score of that peak
     lidar_points: np.ndarray  # (N,) int32 current-sweep lidar points in the box
     radar_points: np.ndarray  # (N,) int32 radar returns in the grown box
-    doppler_residual: np.ndarray  # (N,) float64 m/s, NaN without enough returns
+    doppler_measured: np.ndarray  # (N,) float64 median radial ground speed of its radar returns, NaN: too few
+    doppler_los: np.ndarray  # (N, 2) float64 their mean line of sight (unit)
     in_camera_view: np.ndarray  # (N,) bool in a camera image, in range, not hidden
+    camera_blind: np.ndarray  # (N,) bool every camera that should see it is black, frozen or failed (health)
     lidar_expected: np.ndarray  # (N,) bool
     radar_expected: np.ndarray  # (N,) bool
     present: tuple[bool, bool, bool]  # the modality is in the frame
@@ -74,10 +80,16 @@ class DetectionEvidence:
 
     def supports(self, config: ConsistencySection) -> np.ndarray:
         """(N, 3) bool: the modality supports the detection (head score or returns)."""
-        support = np.nan_to_num(self.head, nan=0.0) >= config.support_score
+        head = np.nan_to_num(self.head, nan=0.0)
+        support = head >= config.support_score
+        support[:, 0] = (head[:, 0] >= config.camera_support_score) & ~self.camera_blind
         support[:, 1] |= self.lidar_points >= config.min_lidar_points
         support[:, 2] |= self.radar_points >= config.min_radar_points
         return support & np.array(self.present)[None, :]
+
+    def doppler_residual(self, velocities: np.ndarray) -> np.ndarray:
+        """(N,) measured radial speed - the velocities (N, 2) projected on the line of sight, m/s."""
+        return self.doppler_measured - np.sum(self.doppler_los * velocities, axis=1)
 
     def expected(self) -> np.ndarray:
         """(N, 3) bool: the modality is present and placed to see the object."""
@@ -88,8 +100,8 @@ class DetectionEvidence:
     def empty(cls, present: tuple[bool, bool, bool]) -> DetectionEvidence:
         n3 = np.zeros((0, 3))
         return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
-                   np.zeros(0, np.int32), np.zeros(0), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool),
-                   present)
+                   np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool),
+                   np.zeros(0, bool), np.zeros(0, bool), present)
 
 
 def flag_modality(flag: str) -> str | None:
@@ -181,13 +193,18 @@ def _covered(boxes: np.ndarray, order: np.ndarray, hides: np.ndarray, threshold:
     return hidden
 
 
-def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySection) -> np.ndarray:
+def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySection,
+                 blind_cameras: frozenset[str], dark_cameras: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(in some camera's view, every camera whose view it is in is blind); dark cameras see nothing."""
     corners = _box_corners(detections)  # (N, 8, 3)
     n = len(detections)
     seen = np.zeros(n, bool)
+    seen_by_sighted = np.zeros(n, bool)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
     big = np.array([label in _BIG_CLASSES for label in detections.labels])
     for view in frame.cameras:
+        if view.name in dark_cameras and view.name not in blind_cameras:
+            continue  # night: an unlit object is no camera's to see
         to_camera = view.camera_to_base.inverse()
         p = to_camera.apply(corners.reshape(-1, 3)).reshape(n, 8, 3)  # optical frame, z forward
         K = view.intrinsics.p[:, :3]
@@ -213,7 +230,9 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         hidden_c = _covered(rect[order][:, [0, 1, 2, 3]], np.arange(len(order)), big[order], config.occluded_fraction)
         hidden[order] = hidden_c
         seen |= candidate & ~hidden
-    return seen
+        if view.name not in blind_cameras:
+            seen_by_sighted |= candidate & ~hidden
+    return seen, seen & ~seen_by_sighted
 
 
 def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarray:
@@ -234,12 +253,15 @@ def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarra
     return _covered(intervals, order, big, config.occluded_fraction)
 
 
-def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray, config: ConsistencySection) -> np.ndarray:
-    residual = np.full(len(detections), np.nan)
+def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
+             config: ConsistencySection) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection: the median compensated radial speed of its radar returns and their mean line of
+    sight, each return seen from its own radar's mount (from the base origin where it is unknown)."""
+    measured = np.full(len(detections), np.nan)
+    mean_los = np.zeros((len(detections), 2))
     if frame.radar is None or not len(frame.radar):
-        return residual
+        return measured, mean_los
     radar = frame.radar
-    # Lines of sight from each return's own radar where the mounts are known, else from the base origin.
     origins = np.zeros((len(radar), 2))
     if frame.radar_sensor is not None:
         for index in np.unique(frame.radar_sensor):
@@ -248,19 +270,25 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray, config:
                 origins[frame.radar_sensor == index] = frame.sensor_to_base[name].translation[:2]
     for i in range(len(detections)):
         rows = np.flatnonzero(inside == i)
-        if len(rows) < config.min_doppler_returns or not np.isfinite(detections.velocities[i]).all():
+        if len(rows) < config.min_doppler_returns:
             continue
         xy = radar[rows, :2].astype(np.float64) - origins[rows]
         los = xy / np.maximum(np.linalg.norm(xy, axis=1, keepdims=True), 1e-6)  # (R, 2)
-        measured = np.sum(radar[rows, 3:5] * los, axis=1)  # compensated radial ground speed
-        predicted = los @ detections.velocities[i]
-        residual[i] = float(np.median(measured - predicted))
-    return residual
+        measured[i] = float(np.median(np.sum(radar[rows, 3:5] * los, axis=1)))  # compensated radial ground speed
+        mean = los.mean(axis=0)
+        mean_los[i] = mean / max(float(np.linalg.norm(mean)), 1e-6)
+    return measured, mean_los
 
 
 def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutputs, grid: GridConfig,
-                       head: HeadConfig, config: ConsistencySection) -> DetectionEvidence:
-    """Each modality's evidence for each of ``detections`` (in the frame's base frame)."""
+                       head: HeadConfig, config: ConsistencySection,
+                       blind_cameras: Iterable[str] = (), dark_cameras: Iterable[str] = ()) -> DetectionEvidence:
+    """Each modality's evidence for each of ``detections`` (in the frame's base frame).
+
+    ``blind_cameras``: cameras whose health says they see nothing (black, frozen, failed): an object
+    only they should see has no camera support, whatever the camera head makes of the other cameras.
+    ``dark_cameras``: cameras whose image is too dark to see by (night): not expected to see anything.
+    """
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
     if n == 0:
@@ -283,9 +311,10 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     pedestrian = np.array([label == 'pedestrian' for label in detections.labels])
     shadowed = _shadowed(detections, config)
     radar_range = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
+    in_view, blind = _camera_view(frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras))
     return DetectionEvidence(
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
-        _doppler(frame, detections, radar_box, config), _camera_view(frame, detections, config),
+        *_doppler(frame, detections, radar_box, config), in_view, blind,
         (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
         present)  # type: ignore[arg-type]
 
@@ -295,10 +324,17 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
 
 
 def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, classes: tuple[str, ...],
-                       config: ConsistencySection) -> tuple[tuple[tuple[str, float], ...], ...]:
-    """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring)."""
+                       config: ConsistencySection, velocities: np.ndarray | None = None,
+                       ) -> tuple[tuple[tuple[str, float], ...], ...]:
+    """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring).
+
+    ``velocities`` (N, 2), NaN where unknown: what the radar's doppler is checked against (the
+    tracker's, from the object's motion over frames); default the detections' own.
+    """
     support = evidence.supports(config)
     expected = evidence.expected()
+    velocities = detections.velocities if velocities is None else velocities
+    residuals = evidence.doppler_residual(velocities)
     out = []
     for i in range(len(evidence)):
         flags: list[tuple[str, float]] = []
@@ -310,16 +346,16 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
         if len(backing) == 1 and expected[i].sum() >= 2:
             k = backing[0]
             flags.append((f'only_{MODALITIES[k]}', round(1.0 + float(np.nan_to_num(evidence.head[i, k])), 3)))
-        residual = evidence.doppler_residual[i]
+        residual = residuals[i]
         if np.isfinite(residual) and support[i, 2]:
-            speed = float(np.hypot(*detections.velocities[i])) if np.isfinite(detections.velocities[i]).all() else 0.0
-            tolerance = config.velocity_tolerance_mps + 0.2 * speed
+            speed = float(np.hypot(*velocities[i]))
+            tolerance = config.velocity_tolerance_mps + 0.25 * speed
             if abs(residual) > tolerance:
                 flags.append(('velocity_conflict:radar', round(abs(residual) / tolerance, 3)))
         fused_class = classes.index(detections.labels[i])
         for k, m in enumerate(MODALITIES):
             best = evidence.head_class[i, k]
-            if best < 0 or best == fused_class or not support[i, k]:
+            if best < 0 or best == fused_class or not support[i, k] or (m == 'radar' and not config.radar_class_conflicts):
                 continue
             lead = evidence.head_class_score[i, k] - np.nan_to_num(evidence.head[i, k])
             if evidence.head_class_score[i, k] >= config.min_class_score and lead >= config.class_margin:
@@ -332,7 +368,8 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
                 los = detections.centers[i, :2] / max(float(np.hypot(*detections.centers[i, :2])), 1e-6)
                 shift = shift - los * float(shift @ los)
             distance = float(np.hypot(*shift))
-            tolerance = max(config.position_tolerance_m, 0.5 * float(detections.sizes[i, 0]))  # long vehicles
+            base = config.radar_position_tolerance_m if m == 'radar' else config.position_tolerance_m
+            tolerance = max(base, 0.5 * float(detections.sizes[i, 0]))  # long vehicles
             if distance > tolerance:
                 flags.append((f'position_conflict:{m}', round(distance / tolerance, 3)))
         out.append(tuple(flags))

@@ -301,7 +301,9 @@ class CameraHealth(_SensorHealth):
         if self._previous is not None:
             change = cv2.norm(pixels, self._previous, cv2.NORM_L1) / pixels.size  # mean |difference|
             self._unchanged = self._unchanged + 1 if change <= config.frozen_max_change else 0
-        if not blank and self._previous is not None:
+        # A still camera on a still vehicle may see a still world (the simulator renders without sensor
+        # noise): with the vehicle known to stand, an unchanged image says nothing either way.
+        if not blank and self._previous is not None and ego_moving is not False:
             self._conditions['frozen'].step('failed' if self._unchanged else None, 0.0)
         self._previous = pixels.copy()
 

@@ -1,11 +1,13 @@
 """The consistency stage over time: track the detections, confirm their flags over frames.
 
-``ConsistencyStage.update(frame, detections, raw_flags)`` runs once per frame, in order:
+``ConsistencyStage.update(frame, detections, evidence, ...)`` runs once per frame, in order:
 
 1. the tracker associates this frame's detections with the objects of earlier frames in the fixed
    frame (``frame.pose``; the base frame when the pose is unknown), so an object keeps its id and
    gets a smoothed velocity;
-2. each detection's raw single-frame flags go to the flag filter under its track id: a flag is
+2. each detection's single-frame flags are raised from its evidence (the radar's doppler checked
+   against the track's velocity once the track has a few detections);
+3. they go to the flag filter under the detection's track id: a flag is
    published once it was raised in 2 of the last 3 frames of that object, and cleared after 2
    frames without it. One noisy frame raises nothing.
 
@@ -20,9 +22,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import TrackingSection
+from ..config import ConsistencySection, TrackingSection
 from ..frame import Frame
 from ..types import Detections3D
+from .evidence import DetectionEvidence, disagreement_flags
 from .tracking import FlagFilter, Tracker
 
 __all__ = ['ConsistencyStage', 'TrackedFlags']
@@ -33,9 +36,13 @@ class TrackedFlags:
     detections: Detections3D  # ids = track ids; velocities smoothed by the tracker where known
     flags: tuple[tuple[str, ...], ...]  # per detection, the confirmed flags
     scores: tuple[Mapping[str, float], ...]  # per detection, each confirmed flag's mean score over its window
+    raw: tuple[tuple[str, ...], ...]  # per detection, this frame's own flags
+    settled: np.ndarray  # (N,) bool the detection's track has a velocity from enough detections
 
 
 class ConsistencyStage:
+    velocity_hits = 3  # detections of a track before its velocity is the radar's reference
+
     def __init__(self, config: TrackingSection = TrackingSection()) -> None:
         self.tracker = Tracker(config)
         self.filter = FlagFilter(config)
@@ -43,16 +50,21 @@ class ConsistencyStage:
     def reset(self) -> None:
         self.filter.forget(self.tracker.reset())
 
-    def update(self, frame: Frame, detections: Detections3D,
-               raw_flags: Sequence[Sequence[tuple[str, float]]]) -> TrackedFlags:
+    def update(self, frame: Frame, detections: Detections3D, evidence: DetectionEvidence,
+               classes: tuple[str, ...], config: ConsistencySection) -> TrackedFlags:
         pose = frame.pose.matrix if frame.pose is not None else None
         tracked = self.tracker.update(detections, pose)
         if tracked.ended:
             self.filter.forget(tracked.ended)
         n = len(detections)
         ids = tracked.track_ids[:n]
-        names = [[name for name, _ in row] for row in raw_flags]
-        scores = [dict(row) for row in raw_flags]
+        # The radar's doppler is checked against the object's motion over frames (tracks with a few
+        # hits), not against one frame's regressed velocity.
+        settled = tracked.hits[:n] >= self.velocity_hits
+        track_velocity = np.where(settled[:, None], tracked.velocities[:n], np.nan)
+        raw = disagreement_flags(evidence, detections, classes, config, track_velocity)
+        names = [[name for name, _ in row] for row in raw]
+        scores = [dict(row) for row in raw]
         confirmed = self.filter.update(ids, names, scores)
         velocities = detections.velocities.copy()
         known = np.isfinite(tracked.velocities[:n]).all(axis=1)
@@ -68,4 +80,5 @@ class ConsistencyStage:
                            detections.yaws, velocities, detections.labels, detections.scores, tuple(published_ids))
         flag_scores = tuple({flag: round(self.filter.score(track_id, flag), 3) for flag in flags}
                             for track_id, flags in zip(ids, confirmed))
-        return TrackedFlags(out, confirmed, flag_scores)
+        return TrackedFlags(out, confirmed, flag_scores, tuple(tuple(row) for row in names),
+                            settled & np.isfinite(tracked.velocities[:n]).all(axis=1))

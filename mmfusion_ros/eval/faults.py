@@ -85,7 +85,7 @@ def run_recording(path: Path, config: FusionConfig, pipeline: FusionPipeline) ->
                                              radar_sweeps=pipeline.net.config.radar.sweeps, keys='ground_truth')):
         result = pipeline.step(frame)
         truth = scored_truth(frame)
-        health = {name: estimate.state for name, estimate in getattr(result, 'health', {}).items()}
+        health = dict(result.sensor_states)  # the worse of health and calibration, per sensor
         frames.append(FaultFrame(str(path), index, frame.stamp_ns, tuple(parse_fault_statuses(frame.faults)), truth,
                                  result.detections, result.flags, _match(truth, result.detections), health))
     return frames

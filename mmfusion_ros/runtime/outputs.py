@@ -33,6 +33,7 @@ def disagreement_statuses(result: FusionResult, detections: Detections3D,
     evidence = result.evidence
     support = evidence.supports(config)
     expected = evidence.expected()
+    residual = evidence.doppler_residual(detections.velocities)
     statuses = []
     for row, reasons in enumerate(result.flags):
         if not reasons:
@@ -51,8 +52,9 @@ def disagreement_statuses(result: FusionResult, detections: Detections3D,
                        (f'{modality}_supports', str(bool(support[row, k])).lower())]
         values += [('lidar_points', str(int(evidence.lidar_points[row]))),
                    ('radar_points', str(int(evidence.radar_points[row]))),
-                   ('doppler_residual_mps', 'nan' if np.isnan(evidence.doppler_residual[row])
-                    else f'{evidence.doppler_residual[row]:.2f}')]
+                   ('radar_radial_mps', 'nan' if np.isnan(evidence.doppler_measured[row])
+                    else f'{evidence.doppler_measured[row]:.2f}'),
+                   ('radar_radial_residual_mps', 'nan' if np.isnan(residual[row]) else f'{residual[row]:.2f}')]
         statuses.append(DiagnosticStatus(DiagnosticStatus.WARN, f'object/{detections.ids[row]}', ', '.join(reasons),
                                          detections.labels[row], tuple(values)))
     return statuses

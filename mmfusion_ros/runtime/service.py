@@ -111,6 +111,7 @@ class FusionService:
         self._resets_seen = 0
         self._tf_resets_seen = 0
         self._health: dict[str, Any] = {}  # sensor -> HealthEstimate of the last frame
+        self._calibration: dict[str, Any] = {}  # sensor -> drift or clock offset estimate of the last frame
         self.health_seen: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._awaiting_tf: list[tuple[SyncedSet, int]] = []  # complete frames waiting for /tf, oldest first
         self._timeout_ns = round(config.sync.timeout_ms * 1e6)
@@ -342,8 +343,9 @@ class FusionService:
         self.last_result = (result, detections, synced, latency_ms)
         with self._lock:
             self._health = dict(result.health)
-            for name, estimate in result.health.items():
-                self.health_seen[name][estimate.state] += 1
+            self._calibration = dict(result.calibration)
+            for name, state in result.sensor_states.items():
+                self.health_seen[name][state] += 1
         if self.on_result is not None:
             self.on_result(result, detections, latency_ms, service_ms)
         return messages + self._diagnostics_due(now)
@@ -412,6 +414,7 @@ class FusionService:
             statuses.append(DiagnosticStatus(level, 'mmfusion: pipeline', self.last_error or 'ok', 'pipeline',
                                              tuple(pipeline_values)))
             statuses += [estimate.status() for estimate in self._health.values()]
+            statuses += [estimate.status() for estimate in self._calibration.values()]
         return statuses
 
     # -- the run so far ------------------------------------------------------------------------------
@@ -444,6 +447,8 @@ class FusionService:
                                    'frames_missing': s.missing_frames, 'last_missing_reason': s.last_missing,
                                    'health_frames': dict(self.health_seen.get(name, {})),
                                    'health_now': self._health[name].state if name in self._health else None,
+                                   'calibration_now': (self._calibration[name].state if name in self._calibration
+                                                       else None),
                                    'conditions_now': list(self._health[name].conditions) if name in self._health
                                    else []}
                             for name, s in self._sensors.items()},

@@ -95,7 +95,7 @@ def test_all_three_agree_no_flag():
                                              [front_camera()]), out)
     assert names == []
     assert evidence.supports(CONFIG).all() and evidence.expected().all()
-    assert abs(evidence.doppler_residual[0]) < 0.1
+    assert abs(evidence.doppler_residual(det.velocities)[0]) < 0.1
 
 
 def test_camera_that_sees_nothing_where_it_looks_is_missing():
@@ -138,8 +138,8 @@ def test_radar_doppler_against_the_objects_velocity():
     out = outputs(heat_at([(20, 0, 'car', 0.8)]), heat_at([(20, 0, 'car', 0.9)]), heat_at([(20, 0, 'car', 0.7)]))
     names, scores, evidence = flags_of(det, frame(lidar_in_box(20, 0), radar_at(20, 0, 0.0), [front_camera()]), out)
     assert names == ['velocity_conflict:radar']
-    assert evidence.doppler_residual[0] == pytest.approx(-15.0, abs=0.01)
-    assert scores['velocity_conflict:radar'] == pytest.approx(15.0 / (2.0 + 0.2 * 15.0), rel=1e-3)
+    assert evidence.doppler_residual(det.velocities)[0] == pytest.approx(-15.0, abs=0.01)
+    assert scores['velocity_conflict:radar'] == pytest.approx(15.0 / (2.5 + 0.25 * 15.0), rel=1e-3)
     assert flag_modality('velocity_conflict:radar') == 'radar'
 
 
@@ -154,10 +154,10 @@ def test_a_modality_that_sees_another_class():
 def test_a_modality_that_sees_it_displaced():
     det = car(20, 2)
     out = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]),
-                  heat_at([(20, 2, 'car', 0.3), (20 + 4 * CELL / 2, 2, 'car', 0.8)]))  # radar 3.2 m further
-    names, scores, evidence = flags_of(det, frame(lidar_in_box(20, 2), radar_at(23.2, 2, 0.0), [front_camera()]), out)
+                  heat_at([(20, 2, 'car', 0.3), (20 + 6 * CELL / 2, 2, 'car', 0.8)]))  # radar 4.8 m further
+    names, scores, evidence = flags_of(det, frame(lidar_in_box(20, 2), radar_at(24.8, 2, 0.0), [front_camera()]), out)
     assert 'position_conflict:radar' in names
-    assert evidence.offset[0, 2, 0] == pytest.approx(3.2, abs=0.5)
+    assert evidence.offset[0, 2, 0] == pytest.approx(4.8, abs=0.5)
 
 
 def test_camera_displacement_along_its_line_of_sight_is_tolerated():
@@ -180,3 +180,29 @@ def test_pedestrians_far_away_are_not_expected_in_radar():
     out = outputs(heat_at([(40, 2, 'pedestrian', 0.8)]), heat_at([(40, 2, 'pedestrian', 0.9)]), heat_at([]))
     names, _, evidence = flags_of(det, frame(lidar_in_box(40, 2), np.zeros((0, 7), np.float32), [front_camera()]), out)
     assert not evidence.radar_expected[0] and names == []
+
+
+def test_an_object_only_a_blind_camera_should_see_has_no_camera_support():
+    det = car(20, 2)
+    out = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    f = frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()])
+    evidence = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_cameras=['cam_front'])
+    raw = disagreement_flags(evidence, det, CLASSES, CONFIG)
+    assert evidence.camera_blind[0] and [n for n, _ in raw[0]] == ['missing_in_camera']
+    # Behind the vehicle the blind front camera is no reason for anything.
+    det = car(-20, 2)
+    evidence = detection_evidence(f, det, outputs(heat_at([]), heat_at([(-20, 2, 'car', 0.9)]),
+                                                  heat_at([(-20, 2, 'car', 0.7)])), GRID, HEAD, CONFIG,
+                                  blind_cameras=['cam_front'])
+    assert not evidence.camera_blind[0]
+
+
+def test_doppler_is_checked_against_the_given_track_velocity():
+    det = car(20, 0, vx=6.0)  # this frame's regressed velocity is off; the track knows 15 m/s
+    out = outputs(heat_at([(20, 0, 'car', 0.8)]), heat_at([(20, 0, 'car', 0.9)]), heat_at([(20, 0, 'car', 0.7)]))
+    f = frame(lidar_in_box(20, 0), radar_at(20, 0, 15.0), [front_camera()])
+    evidence = detection_evidence(f, det, out, GRID, HEAD, CONFIG)
+    assert [n for n, _ in disagreement_flags(evidence, det, CLASSES, CONFIG)[0]] == ['velocity_conflict:radar']
+    track = np.array([[15.0, 0.0]])
+    assert disagreement_flags(evidence, det, CLASSES, CONFIG, track)[0] == ()
+    assert disagreement_flags(evidence, det, CLASSES, CONFIG, np.full((1, 2), np.nan))[0] == ()  # unknown: no check

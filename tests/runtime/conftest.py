@@ -54,3 +54,18 @@ def blackout_bag(tmp_path_factory) -> Path:
     assert main(['simulate', '--scenario', str(small_scenario(folder, duration_s=1.5)), '--out', str(bag),
                  '--seed', '5', '--faults', 'camera_blackout']) == 0
     return bag
+
+
+@pytest.fixture(scope='session')
+def demo_bag(tmp_path_factory) -> Path:
+    """The demo drive of ``make demo`` (15 s urban, seed 7, front camera black 4.5-9 s): the cached
+    copy in bags/ when ``make demo`` made it, else rendered the same way (about two minutes)."""
+    from mmfusion_ros.cli import main
+
+    cached = Path(__file__).resolve().parents[2] / 'bags' / 'demo_urban_mcap'
+    if (cached / 'metadata.yaml').exists():
+        return cached
+    bag = tmp_path_factory.mktemp('demo') / 'demo_urban_mcap'
+    assert main(['simulate', '--scenario', 'urban', '--faults', 'camera_blackout', '--duration', '15', '--seed', '7',
+                 '--out', str(bag)]) == 0
+    return bag

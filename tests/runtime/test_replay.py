@@ -146,3 +146,18 @@ def test_replay_cli_writes_json_and_refuses_a_missing_bag(sim_bag, tmp_path, cap
     assert main(['replay', str(tmp_path / 'nope')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'no such recording' in err[0]
+
+
+def test_the_demo_drive_replays_with_its_blackout_reported(demo_bag, tmp_path, fusion_config, pipeline):
+    summary = replay(demo_bag, fusion_config, ReplayOptions(out_bag=tmp_path / 'out', report=tmp_path / 'report',
+                                                            picture_every=50, progress=False), pipeline)
+    assert summary['frames'] == 300 and summary['dropped']['total'] == 0
+    assert summary['detections'] > 10 * summary['frames']  # a busy street
+    front = summary['sensors']['cam_front']
+    # Black from 4.5 s to 9 s: about 90 of the 300 frames; health says so within a few frames of each end.
+    assert 80 <= front['health_frames'].get('failed', 0) <= 95
+    assert summary['sensors']['cam_back']['health_frames'].get('failed', 0) == 0
+    assert summary['flagged'] > 0
+    with BagReader(tmp_path / 'out') as reader:
+        assert next(t.count for t in reader.topics if t.name == OBJECTS) == 300
+    assert len(list((tmp_path / 'report' / 'frames').glob('bev_*.png'))) == 6
