@@ -227,9 +227,9 @@ class ConsistencySection:
     min_radar_points: int = 1  # radar returns in the box (grown by radar_margin_m) that count as support
     radar_margin_m: float = 1.0
     # Where a modality is expected to see an object (absence elsewhere is no disagreement).
-    camera_range_m: float = 60.0
+    camera_range_m: float = 45.0  # a car is 10 pixels wide there in a 400-pixel, 70-degree image
     lidar_range_m: float = 60.0
-    radar_range_m: float = 70.0
+    radar_range_m: float = 50.0  # beyond, returns of a car thin out to none in many scans
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
     # Conflicts.

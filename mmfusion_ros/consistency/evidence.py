@@ -7,7 +7,7 @@ Evidence per detection and modality (camera, lidar, radar):
   NaN when the modality is absent from the frame. ``head_class`` / ``head_class_score``: the class
   that modality's head likes best there;
 - ``offset``: where the modality's own head puts the object, minus the fused centre (metres; the
-  score-weighted centroid of its best cell's 3x3 neighbourhood within three cells of the detection),
+  score-weighted centroid of its best cell's 3x3 neighbourhood within two cells of the detection, three for the radar),
   and ``peak``, that best cell's score;
 - ``lidar_points``: current-sweep lidar points in the box; ``radar_points``: radar returns in the box
   grown by ``radar_margin_m``; ``doppler_measured``: their median radial ground speed (each seen from
@@ -53,7 +53,10 @@ from ..types import Detections3D
 __all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
 
 _BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
-_WINDOW = 3  # head cells either side of a detection in which a modality's own peak is looked for
+RADAR_LAG_S = 0.08  # how much older than the frame a radar's newest scan can be (a 13 Hz period)
+# Head cells either side of a detection in which a modality's own peak is looked for: far enough to
+# see past each tolerance (2.5 m; the radar's 4 m), near enough not to reach the next object.
+_WINDOW = {'camera': 2, 'lidar': 2, 'radar': 3}
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,8 +143,9 @@ def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConf
         best_class[:, m] = per_class.argmax(axis=1)
         best_score[:, m] = per_class.max(axis=1)
         for i in range(n):
-            r0, r1 = max(rows[i] - _WINDOW, 0), min(rows[i] + _WINDOW + 1, H)
-            c0, c1 = max(cols[i] - _WINDOW, 0), min(cols[i] + _WINDOW + 1, W)
+            reach = _WINDOW[modality]
+            r0, r1 = max(rows[i] - reach, 0), min(rows[i] + reach + 1, H)
+            c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach + 1, W)
             window = heat[labels[i], r0:r1, c0:c1]
             r, c = np.unravel_index(int(window.argmax()), window.shape)
             r, c = r + r0, c + c0
@@ -305,6 +309,10 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         grown = boxes.copy()
         grown[:, 3:5] += 2 * config.radar_margin_m
         grown[:, 5] += 2.0  # radar elevation is coarse: any height near the box
+        # A scan is up to a radar period older than the frame: a fast object has moved on since its
+        # returns were taken. Lengthen the box by that travel (each way: heading is not direction).
+        speed = np.hypot(*np.nan_to_num(detections.velocities).T)
+        grown[:, 3] += 2 * speed * RADAR_LAG_S
         radar_box, radar_points = points_in_boxes(np.ascontiguousarray(frame.radar[:, :3]), grown)
     scores, best_class, best_score, offset, peak = _head_evidence(outputs, detections, grid, head)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
