@@ -109,8 +109,10 @@ class FusionPipeline:
                             tracked.scores, tracked.raw, estimates, dict(self.health.calibration),
                             self.health.states())
 
-    def reset(self) -> None:
-        """Forget earlier frames: objects and sensor histories (time went backwards, a new recording)."""
-        self.consistency.reset()
+    def reset(self, new_run: bool = False) -> None:
+        """Forget earlier frames: objects and sensor histories (time went backwards, a new recording).
+
+        ``new_run``: also start the track ids afresh (same input, same ids, whoever runs it)."""
+        self.consistency.reset(restart_ids=new_run)
         self.health.reset()
         self._brightness.clear()

@@ -47,8 +47,8 @@ class ConsistencyStage:
         self.tracker = Tracker(config)
         self.filter = FlagFilter(config)
 
-    def reset(self) -> None:
-        self.filter.forget(self.tracker.reset())
+    def reset(self, restart_ids: bool = False) -> None:
+        self.filter.forget(self.tracker.reset(restart_ids))
 
     def update(self, frame: Frame, detections: Detections3D, evidence: DetectionEvidence,
                classes: tuple[str, ...], config: ConsistencySection) -> TrackedFlags:

@@ -130,11 +130,15 @@ class Tracker:
         self._last_stamp: int | None = None
         self._next_id = 0
 
-    def reset(self) -> tuple[str, ...]:
-        """Forget every track (ids keep counting); returns the ids that ended."""
+    def reset(self, restart_ids: bool = False) -> tuple[str, ...]:
+        """Forget every track; returns the ids that ended. Ids keep counting (a consumer that saw t7
+        before time jumped must not see another t7), unless ``restart_ids``: a new run from scratch,
+        whose ids then equal any other run's over the same input."""
         ended = tuple(self._tracks.ids)
         self._tracks = _Tracks()
         self._last_stamp = None
+        if restart_ids:
+            self._next_id = 0
         return ended
 
     def update(self, detections: Detections3D, base_to_fixed: np.ndarray | None = None) -> TrackedFrame:

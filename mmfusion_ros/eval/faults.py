@@ -79,7 +79,7 @@ def _match(truth: Detections3D, detections: Detections3D) -> np.ndarray:
 
 def run_recording(path: Path, config: FusionConfig, pipeline: FusionPipeline) -> list[FaultFrame]:
     """Every annotated frame of one recording through the pipeline, in order."""
-    pipeline.reset()
+    pipeline.reset(new_run=True)
     frames = []
     for index, frame in enumerate(bag_frames(path, config, lidar_sweeps=pipeline.net.config.lidar.sweeps,
                                              radar_sweeps=pipeline.net.config.radar.sweeps, keys='ground_truth')):

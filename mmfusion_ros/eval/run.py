@@ -88,9 +88,10 @@ def recordings(paths: Sequence[Path]) -> list[Path]:
 
 def with_modalities(frame: Frame, modalities: Iterable[str]) -> Frame:
     keep = set(modalities)
+    lidar, radar = 'lidar' in keep, 'radar' in keep
     return dataclasses.replace(frame, cameras=frame.cameras if 'camera' in keep else (),
-                               lidar=frame.lidar if 'lidar' in keep else None,
-                               radar=frame.radar if 'radar' in keep else None)
+                               lidar=frame.lidar if lidar else None, lidar_sensor=frame.lidar_sensor if lidar else None,
+                               radar=frame.radar if radar else None, radar_sensor=frame.radar_sensor if radar else None)
 
 
 def _frames(paths: Sequence[Path], config: FusionConfig, net: FusionNet, every: int) -> Iterator[Frame]:

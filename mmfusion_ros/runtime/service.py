@@ -86,6 +86,7 @@ class FusionService:
                  publish: Callable[[OutputMessage], None] | None = None) -> None:
         self.config = config
         self.pipeline = pipeline if pipeline is not None else FusionPipeline(config, weights=weights)
+        self.pipeline.reset(new_run=True)  # a pipeline reused from an earlier run brings nothing of it along
         self.clock = clock or time.monotonic_ns
         net = self.pipeline.net.config
         self.assembler = KeyframeAssembler(config, lidar_sweeps=min(config.sync.lidar_sweeps, net.lidar.sweeps),

@@ -212,6 +212,9 @@ def test_threaded_worker_runs_the_newest_frame_and_counts_what_it_skips(fusion_c
             time.sleep(0.3)  # slower than the frames come in
             return self.inner.step(frame, health)
 
+        def reset(self, new_run=False):
+            self.inner.reset(new_run)
+
     clock = LogClock()
     service = FusionService(fusion_config, SlowPipeline(pipeline), clock=clock, threaded=True,
                             publish=published.append)
