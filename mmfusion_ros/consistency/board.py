@@ -13,8 +13,8 @@
 ``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
 blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
 
-Calibration (``calibration.py``) rides along: each frame one camera in turn (round robin: about 8 ms
-a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and after the
+Calibration (``calibration.py``) rides along: every second frame one camera in turn (round robin:
+about 8 ms a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and after the
 detections are tracked (``update_offsets``) each radar's clock offset is estimated from where its
 returns put the tracked objects against where the fused detections do, given their motion relative
 to the vehicle. ``states()`` is the worst of a sensor's health and calibration.
@@ -38,6 +38,7 @@ __all__ = ['HealthBoard']
 MOVING_MPS = 0.5  # the vehicle counts as moving above this speed
 SUPPORT_CELL_M = 1.0  # a radar return is supported by lidar points above ground within this cell's neighbours
 SUPPORT_REACH_M = 60.0  # how far around the vehicle lidar support is judged
+DRIFT_EVERY = 2  # frames between two drift updates (one camera each, in turn): ~8 ms each
 GROUND_CLEARANCE_M = 0.3
 
 
@@ -91,6 +92,7 @@ class HealthBoard:
         stamp = frame.stamp_ns
         moving = self._ego_moving(frame)
         views = {view.name: view for view in frame.cameras}
+        support_grid = None  # built once a frame, when a radar needs it
         lidar_now = None
         if frame.lidar is not None and len(frame.lidar):
             age = frame.lidar[:, 4]
@@ -117,7 +119,9 @@ class HealthBoard:
                         self._last_scan[name] = scan_stamp
                 supported = None
                 if points is not None and lidar_now is not None:
-                    supported = self._lidar_support(frame, name, lidar_now)
+                    if support_grid is None:
+                        support_grid = self._support_grid(lidar_now)
+                    supported = self._lidar_support(frame, name, support_grid)
                 self.last[name] = monitor.update(stamp, points, supported)
         self._update_drift(frame, lidar_now)
         return dict(self.last)
@@ -130,8 +134,10 @@ class HealthBoard:
             origin = frame.sensor_to_base[lidar].translation
             self.drift = {name: CameraDriftEstimator(name, self.config.calibration, origin)
                           for name in self.config.sensors_of('camera')}
-        view = frame.cameras[self._turn % len(frame.cameras)]
         self._turn += 1
+        if self._turn % DRIFT_EVERY:
+            return
+        view = frame.cameras[(self._turn // DRIFT_EVERY) % len(frame.cameras)]
         if view.name in self.drift and view.name not in self._blind():
             self.calibration[view.name] = self.drift[view.name].update(view, lidar_now[:, :3])
 
@@ -139,6 +145,11 @@ class HealthBoard:
         return {n for n, e in self.last.items() if e.modality == 'camera' and e.state == 'failed'}
 
     def update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
+        if not self.config.calibration.radar_offsets:
+            return
+        self._update_offsets(frame, detections, settled)
+
+    def _update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
         """Feed each radar's clock offset estimator with this frame's tracked objects it sees.
 
         Per object with a settled track velocity and at least two returns of that radar's newest scan in
@@ -205,12 +216,9 @@ class HealthBoard:
             rows = rows[age <= age.min() + 1e-3]
         return mount.inverse().apply(cloud[rows, :3].astype(np.float64)).astype(np.float32)
 
-    def _lidar_support(self, frame: Frame, name: str, lidar_now: np.ndarray) -> np.ndarray | None:
-        rows = self._rows(frame, name, 'radar')
-        if rows is None:
-            return None
-        age = frame.radar[rows, -1]  # type: ignore[index]
-        rows = rows[age <= age.min() + 1e-3]
+    @staticmethod
+    def _support_grid(lidar_now: np.ndarray) -> np.ndarray:
+        """Cells (SUPPORT_CELL_M, +-SUPPORT_REACH_M, one-cell border) near lidar points above the ground."""
         raised = lidar_now[lidar_now[:, 2] > lidar_now[:, 2].min() + GROUND_CLEARANCE_M] if len(lidar_now) else lidar_now
         reach = SUPPORT_REACH_M
         cells = int(2 * reach / SUPPORT_CELL_M)
@@ -222,6 +230,16 @@ class HealthBoard:
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
                 grown[1:-1, 1:-1] |= occupied[1 + dx:cells + 1 + dx, 1 + dy:cells + 1 + dy]
+        return grown
+
+    def _lidar_support(self, frame: Frame, name: str, grown: np.ndarray) -> np.ndarray | None:
+        rows = self._rows(frame, name, 'radar')
+        if rows is None:
+            return None
+        age = frame.radar[rows, -1]  # type: ignore[index]
+        rows = rows[age <= age.min() + 1e-3]
+        reach = SUPPORT_REACH_M
+        cells = grown.shape[0] - 2
         xy = frame.radar[rows, :2]  # type: ignore[index]
         ij = np.floor((xy + reach) / SUPPORT_CELL_M).astype(np.int64) + 1
         inside = np.all((ij >= 1) & (ij <= cells), axis=1)
