@@ -302,7 +302,9 @@ def test_loopback_config_names_lo_only_without_multicast() -> None:
 def test_loopback_config_is_what_cyclone_uses_whatever_the_environment_says(
         domain_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A CYCLONEDDS_URI asking for multicast and a different participant index limit must not leak in.
-    monkeypatch.setenv('CYCLONEDDS_URI', '<CycloneDDS><Domain><General><AllowMulticast>true</AllowMulticast>'
+    # It names the lo interface itself, so even a bridge that did read it would stay on this machine.
+    monkeypatch.setenv('CYCLONEDDS_URI', '<CycloneDDS><Domain><General><Interfaces><NetworkInterface name="lo"/>'
+                       '</Interfaces><AllowMulticast>true</AllowMulticast>'
                        '</General><Discovery><MaxAutoParticipantIndex>5</MaxAutoParticipantIndex></Discovery>'
                        '</Domain></CycloneDDS>')
     trace = tmp_path / 'cyclone.log'
