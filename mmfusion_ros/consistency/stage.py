@@ -7,7 +7,8 @@
    gets a smoothed velocity;
 2. each detection's single-frame flags are raised from its evidence (the radar's doppler checked
    against the track's velocity once the track has a few detections);
-3. they go to the flag filter under the detection's track id: a flag is
+3. they go to the flag filter under the detection's track id (a camera that health already calls
+   blind passes its ``missing_in_camera`` straight through: that was confirmed over frames): a flag is
    published once it was raised in 2 of the last 3 frames of that object, and cleared after 2
    frames without it. One noisy frame raises nothing.
 
@@ -66,6 +67,10 @@ class ConsistencyStage:
         names = [[name for name, _ in row] for row in raw]
         scores = [dict(row) for row in raw]
         confirmed = self.filter.update(ids, names, scores)
+        # A camera whose health is failed (black, frozen) was confirmed over frames already: what only it
+        # should see is missing in the camera from the first frame, without waiting for the filter.
+        confirmed = tuple(tuple(sorted({*flags, 'missing_in_camera'})) if evidence.camera_blind[i]
+                          and 'missing_in_camera' in names[i] else flags for i, flags in enumerate(confirmed))
         velocities = detections.velocities.copy()
         known = np.isfinite(tracked.velocities[:n]).all(axis=1)
         velocities[known] = tracked.velocities[:n][known]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +208,21 @@ def test_doppler_is_checked_against_the_given_track_velocity():
     track = np.array([[15.0, 0.0]])
     assert disagreement_flags(evidence, det, CLASSES, CONFIG, track)[0] == ()
     assert disagreement_flags(evidence, det, CLASSES, CONFIG, np.full((1, 2), np.nan))[0] == ()  # unknown: no check
+
+
+def test_a_blind_cameras_missing_objects_are_flagged_at_once_others_after_two_frames():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    stage = ConsistencyStage()
+    f = frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()])
+    det = car(20, 2)
+    out = outputs(heat_at([]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    blind = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_cameras=['cam_front'])
+    assert stage.update(f, det, blind, CLASSES, CONFIG).flags == (('missing_in_camera',),)
+    # The same absence without a health verdict waits for a second frame (2 of 3).
+    stage = ConsistencyStage()
+    sighted = detection_evidence(f, det, out, GRID, HEAD, CONFIG)
+    assert stage.update(f, det, sighted, CLASSES, CONFIG).flags == ((),)
+    f2 = dataclasses.replace(f, stamp_ns=50_000_000)
+    det2 = dataclasses.replace(det, stamp_ns=50_000_000)
+    assert stage.update(f2, det2, sighted, CLASSES, CONFIG).flags == (('missing_in_camera',),)
