@@ -231,6 +231,7 @@ class ConsistencySection:
     lidar_range_m: float = 60.0
     radar_range_m: float = 50.0  # beyond, returns of a car thin out to none in many scans
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
+    radar_hfov_deg: float = 120.0  # each radar's horizontal field of view (which radar covers an object)
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
     # Conflicts.
     velocity_tolerance_mps: float = 2.5  # radar doppler vs the object's radial velocity, plus 25 % of its speed
@@ -248,7 +249,7 @@ class ConsistencySection:
             raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
                               f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
         for name in ('camera_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
-                     'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m'):
+                     'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m', 'radar_hfov_deg'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score',

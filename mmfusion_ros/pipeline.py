@@ -100,7 +100,7 @@ class FusionPipeline:
                             self._brightness[name] = e.estimates['mean_brightness']
                     dark = [name for name, b in self._brightness.items() if b < self.config.consistency.camera_dark_mean]
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency,
-                                                  blind, dark)
+                                                  blind, dark, self.health.blind_radars(), self.health.radar_mounts())
                     tracked = self.consistency.update(frame, detections, evidence, self.head.classes,
                                                       self.config.consistency)
                     self.health.update_offsets(frame, tracked.detections, tracked.settled)

@@ -22,7 +22,7 @@ to the vehicle. ``states()`` is the worst of a sensor's health and calibration.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class HealthBoard:
         self.drift: dict[str, CameraDriftEstimator] = {}  # made once the lidar's mount is known
         self.offsets = {name: TimeOffsetEstimator(name, config.calibration) for name in config.sensors_of('radar')}
         self.calibration: dict[str, DriftEstimate | OffsetEstimate] = {}
+        self.mounts: dict[str, Any] = {}  # sensor -> its mount on the vehicle, last known (a silent one's too)
         self._turn = 0
         self.ego_velocity = np.full(2, np.nan)  # base axes, m/s, from the last two poses
 
@@ -91,6 +92,7 @@ class HealthBoard:
     def update(self, frame: Frame) -> dict[str, HealthEstimate]:
         stamp = frame.stamp_ns
         moving = self._ego_moving(frame)
+        self.mounts.update(frame.sensor_to_base)
         views = {view.name: view for view in frame.cameras}
         support_grid = None  # built once a frame, when a radar needs it
         lidar_now = None
@@ -143,6 +145,14 @@ class HealthBoard:
 
     def _blind(self) -> set[str]:
         return {n for n, e in self.last.items() if e.modality == 'camera' and e.state == 'failed'}
+
+    def blind_radars(self) -> list[str]:
+        """Radars health calls silent or failed."""
+        return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
+
+    def radar_mounts(self) -> dict[str, Any]:
+        return {n: m for n, m in self.mounts.items() if n in self.config.sensors and
+                self.config.sensors[n].modality == 'radar'}
 
     def update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
         if not self.config.calibration.radar_offsets:

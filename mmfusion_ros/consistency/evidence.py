@@ -37,7 +37,7 @@ object (``tracking.FlagFilter``) before they are published.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from ..frame import Frame
 from ..geometry.boxes import points_in_boxes
 from ..model.config import MODALITIES, HeadConfig
 from ..model.network import NetOutputs
-from ..types import Detections3D
+from ..types import Detections3D, RigidTransform
 
 __all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
 
@@ -74,6 +74,7 @@ class DetectionEvidence:
     doppler_los: np.ndarray  # (N, 2) float64 their mean line of sight (unit)
     in_camera_view: np.ndarray  # (N,) bool in a camera image, in range, not hidden
     camera_blind: np.ndarray  # (N,) bool every camera that should see it is black, frozen or failed (health)
+    radar_blind: np.ndarray  # (N,) bool every radar whose field of view holds it is silent or failed (health)
     lidar_expected: np.ndarray  # (N,) bool
     radar_expected: np.ndarray  # (N,) bool
     present: tuple[bool, bool, bool]  # the modality is in the frame
@@ -88,6 +89,7 @@ class DetectionEvidence:
         support[:, 0] = (head[:, 0] >= config.camera_support_score) & ~self.camera_blind
         support[:, 1] |= self.lidar_points >= config.min_lidar_points
         support[:, 2] |= self.radar_points >= config.min_radar_points
+        support[:, 2] &= ~self.radar_blind  # returns left from before it fell silent are no support now
         return support & np.array(self.present)[None, :]
 
     def doppler_residual(self, velocities: np.ndarray) -> np.ndarray:
@@ -104,7 +106,7 @@ class DetectionEvidence:
         n3 = np.zeros((0, 3))
         return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
                    np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool),
-                   np.zeros(0, bool), np.zeros(0, bool), present)
+                   np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), present)
 
 
 def flag_modality(flag: str) -> str | None:
@@ -284,14 +286,36 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
     return measured, mean_los
 
 
+def _radar_blind(detections: Detections3D, mounts: Mapping[str, RigidTransform], blind: frozenset[str],
+                 config: ConsistencySection) -> np.ndarray:
+    """Objects inside the field of view of some radar, and of blind radars only."""
+    n = len(detections)
+    covered = np.zeros(n, bool)
+    covered_by_sighted = np.zeros(n, bool)
+    if not blind:
+        return covered
+    for name, mount in mounts.items():
+        local = mount.inverse().apply(detections.centers)  # (N, 3) in the radar's frame, x ahead
+        bearing = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
+        inside = (np.abs(bearing) <= config.radar_hfov_deg / 2) & (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m)
+        covered |= inside
+        if name not in blind:
+            covered_by_sighted |= inside
+    return covered & ~covered_by_sighted
+
+
 def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutputs, grid: GridConfig,
                        head: HeadConfig, config: ConsistencySection,
-                       blind_cameras: Iterable[str] = (), dark_cameras: Iterable[str] = ()) -> DetectionEvidence:
+                       blind_cameras: Iterable[str] = (), dark_cameras: Iterable[str] = (),
+                       blind_radars: Iterable[str] = (),
+                       radar_mounts: Mapping[str, RigidTransform] | None = None) -> DetectionEvidence:
     """Each modality's evidence for each of ``detections`` (in the frame's base frame).
 
     ``blind_cameras``: cameras whose health says they see nothing (black, frozen, failed): an object
     only they should see has no camera support, whatever the camera head makes of the other cameras.
     ``dark_cameras``: cameras whose image is too dark to see by (night): not expected to see anything.
+    ``blind_radars`` (silent or failed by health) with every radar's ``radar_mounts`` (radar -> base; a
+    silent radar's last known): an object only blind radars cover has no radar support.
     """
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
@@ -320,9 +344,10 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     shadowed = _shadowed(detections, config)
     radar_range = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
     in_view, blind = _camera_view(frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras))
+    radar_blind = _radar_blind(detections, radar_mounts or {}, frozenset(blind_radars), config)
     return DetectionEvidence(
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
-        *_doppler(frame, detections, radar_box, config), in_view, blind,
+        *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,
         (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
         present)  # type: ignore[arg-type]
 

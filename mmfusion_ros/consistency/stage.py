@@ -69,8 +69,12 @@ class ConsistencyStage:
         confirmed = self.filter.update(ids, names, scores)
         # A camera whose health is failed (black, frozen) was confirmed over frames already: what only it
         # should see is missing in the camera from the first frame, without waiting for the filter.
-        confirmed = tuple(tuple(sorted({*flags, 'missing_in_camera'})) if evidence.camera_blind[i]
-                          and 'missing_in_camera' in names[i] else flags for i, flags in enumerate(confirmed))
+        # (and the same for a radar that health calls silent or failed).
+        at_once = [{m for m, blind in (('missing_in_camera', evidence.camera_blind[i]),
+                                        ('missing_in_radar', evidence.radar_blind[i])) if blind and m in names[i]}
+                   for i in range(n)]
+        confirmed = tuple(tuple(sorted({*flags, *extra})) if extra else flags
+                          for flags, extra in zip(confirmed, at_once))
         velocities = detections.velocities.copy()
         known = np.isfinite(tracked.velocities[:n]).all(axis=1)
         velocities[known] = tracked.velocities[:n][known]

@@ -226,3 +226,22 @@ def test_a_blind_cameras_missing_objects_are_flagged_at_once_others_after_two_fr
     f2 = dataclasses.replace(f, stamp_ns=50_000_000)
     det2 = dataclasses.replace(det, stamp_ns=50_000_000)
     assert stage.update(f2, det2, sighted, CLASSES, CONFIG).flags == (('missing_in_camera',),)
+
+
+def test_an_object_only_a_silent_radar_covers_has_no_radar_support():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    mounts = {'radar_front': RigidTransform.from_matrix(np.array([[1, 0, 0, 2.3], [0, 1, 0, 0], [0, 0, 1, 0.5],
+                                                                   [0, 0, 0, 1]], float)),
+              'radar_back': RigidTransform.from_matrix(np.array([[-1, 0, 0, -1.7], [0, -1, 0, 0], [0, 0, 1, 0.5],
+                                                                  [0, 0, 0, 1]], float))}
+    det = car(20, 2)
+    out = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    f = frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()])  # returns from before it fell silent
+    evidence = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_radars=['radar_front'], radar_mounts=mounts)
+    assert evidence.radar_blind[0] and not evidence.supports(CONFIG)[0, 2]
+    assert ConsistencyStage().update(f, det, evidence, CLASSES, CONFIG).flags == (('missing_in_radar',),)
+    # Behind the vehicle the back radar still sees: the silent front radar is no reason there.
+    det = car(-20, 2)
+    evidence = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_radars=['radar_front'], radar_mounts=mounts)
+    assert not evidence.radar_blind[0]
