@@ -374,7 +374,7 @@ class HealthSection:
     reference_sweeps: int = 10  # healthy updates the lidar occupancy and radar ghost baselines span
     reference_min: int = 3  # healthy updates before those are judged ('warming_up' until then)
     # Message timing: periods from the sensor's rate_hz, else the median interval seen.
-    silent_periods: float = 2.5  # no message for this many periods: 'silent' (failed)
+    silent_periods: float = 1.6  # no message for this many periods: 'silent' (failed)
     rate_window_s: float = 2.0  # the message rate is counted over this window
     rate_low_ratio: float = 0.6  # measured rate below this share of the nominal: 'rate_low' (degraded)
     # Camera content, on the image area-downsampled to at most camera_work_width columns.
