@@ -49,6 +49,7 @@ Assumptions and known limits:
 
 from __future__ import annotations
 
+import abc
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class _Condition:
             self.state, self.factor = state, float(np.clip(factor, 0.0, 1.0))
 
 
-class _SensorHealth:
+class _SensorHealth(abc.ABC):
     """What every monitor shares: message timing, condition persistence and the estimate."""
 
     modality: ClassVar[str]
@@ -165,8 +166,9 @@ class _SensorHealth:
         self._period_ns: float | None = NS_PER_S / self.rate_hz if self.rate_hz else None
         self._reset_content()
 
+    @abc.abstractmethod
     def _reset_content(self) -> None:
-        raise NotImplementedError
+        """Forget what the modality's own checks remember (references, previous images)."""
 
     def _timing(self, stamp_ns: int, fresh: bool) -> dict[str, float]:
         """Steps silence and rate for an update at ``stamp_ns``; ``fresh``: it brings a new message."""
