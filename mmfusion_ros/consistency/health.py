@@ -134,6 +134,13 @@ class _Condition:
             self.state, self.factor = state, float(np.clip(factor, 0.0, 1.0))
 
 
+def _severity(value: float, degraded_from: float, failed_from: float) -> str | None:
+    """'failed' from ``failed_from``, else 'degraded' from ``degraded_from``, else None (fine)."""
+    if value >= failed_from:
+        return 'failed'
+    return 'degraded' if value >= degraded_from else None
+
+
 class _SensorHealth(abc.ABC):
     """What every monitor shares: message timing, condition persistence and the estimate."""
 
@@ -290,11 +297,7 @@ class CameraHealth(_SensorHealth):
 
         blackout = mean <= config.blackout_max_mean and std <= config.blackout_max_std
         self._conditions['blackout'].step('failed' if blackout else None, 0.0)
-        overexposed = None
-        if saturated >= config.overexposed_failed_fraction:
-            overexposed = 'failed'
-        elif saturated >= config.overexposed_fraction:
-            overexposed = 'degraded'
+        overexposed = _severity(saturated, config.overexposed_fraction, config.overexposed_failed_fraction)
         self._conditions['overexposed'].step(overexposed, 1.0 - saturated)
         # No content, nothing to see frozen or occluded: a black or white image repeats exactly.
         blank = blackout or overexposed == 'failed'
@@ -328,11 +331,7 @@ class CameraHealth(_SensorHealth):
         min_blocks = max(1, math.ceil(config.occlusion_min_region * change.size))
         occluded = float(_regions(textured & (change <= config.occlusion_max_change), min_blocks).mean())
         self._occluded = occluded
-        state = None
-        if occluded >= config.occluded_failed_fraction:
-            state = 'failed'
-        elif occluded >= config.occluded_fraction:
-            state = 'degraded'
+        state = _severity(occluded, config.occluded_fraction, config.occluded_failed_fraction)
         self._conditions['occluded'].step(state, 1.0 - occluded)
 
 
@@ -469,11 +468,7 @@ class LidarHealth(_SensorHealth):
                 begin = -180.0 + start * config.sector_bin_deg
                 widest = (width, _wrap_deg(begin), _wrap_deg(begin + length * config.sector_bin_deg))
         out.update(missing_sector_deg=missing_deg, sector_start_deg=widest[1], sector_end_deg=widest[2])
-        sector_state = None
-        if missing_deg >= config.sector_failed_deg:
-            sector_state = 'failed'
-        elif missing_deg > 0:
-            sector_state = 'degraded'
+        sector_state = _severity(missing_deg, np.nextafter(0.0, 1.0), config.sector_failed_deg)  # any loss: degraded
         self._conditions['sector_loss'].step(sector_state, 1.0 - missing_deg / 360.0)
 
         # Beams: one is lost when it keeps under beam_empty_ratio of its reference (scaled to the
@@ -568,11 +563,8 @@ class RadarHealth(_SensorHealth):
             return fraction
         baseline = base_unsupported / base_returns
         if pooled_returns >= config.ghost_min_returns:
-            state = None
-            if fraction >= config.ghost_failed_fraction:
-                state = 'failed'
-            elif fraction > self._limit(baseline, base_returns, pooled_returns):
-                state = 'degraded'
+            limit = self._limit(baseline, base_returns, pooled_returns)
+            state = _severity(fraction, np.nextafter(limit, np.inf), config.ghost_failed_fraction)  # above the limit
             self._conditions['ghosts'].step(state, 1.0 - (fraction - baseline) / max(1.0 - baseline, 1e-6))
         # The baseline learns from scans that are not ghostly themselves.
         if returns and unsupported / returns <= self._limit(baseline, base_returns, returns):
