@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from ..config import CONFIG_DIR, config_from_dict, read_yaml
 from ..errors import ConfigError
@@ -40,17 +40,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DropoutConfig:
-    """Modality dropout: whole modalities and single cameras removed, independently per frame."""
+    """Modality dropout: each frame keeps one subset of its modalities, drawn with these weights
+    (all three; each one removed; each one alone), and may lose single cameras."""
 
-    camera: float = 0.2
-    lidar: float = 0.2
-    radar: float = 0.2
+    all_kept: float = 0.4
+    one_removed: float = 0.12  # each of the three
+    alone: float = 0.08  # each of the three
     single_camera: float = 0.1  # each camera, when the camera modality is kept
     degraded: float = 0.1  # a kept modality's input replaced by noise and its health set low
 
     def __post_init__(self) -> None:
-        for name in ('camera', 'lidar', 'radar', 'single_camera', 'degraded'):
+        for name in ('single_camera', 'degraded'):
             _probability(name, getattr(self, name))
+        if min(self.all_kept, self.one_removed, self.alone) < 0 or self.all_kept + self.one_removed + self.alone <= 0:
+            raise ConfigError('all_kept, one_removed and alone: weights must be >= 0 and not all 0')
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,16 @@ class LossConfig:
     consistency: float = 0.1  # cross-modal InfoNCE on the BEV features at object centres
     temperature: float = 0.1  # of the consistency loss
     depth: float = 0.5  # camera depth distribution against projected lidar depth (where lidar is present)
+    # Per-class factor on the heatmap (fused and auxiliary) and regression terms, for classes with few
+    # instances (the head's class names; 1 for the others).
+    class_weights: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ('heatmap', 'regression', 'velocity', 'auxiliary', 'consistency', 'depth'):
             if getattr(self, name) < 0:
                 raise ConfigError(f'{name}: loss weights must be >= 0')
+        if any(not w > 0 for w in self.class_weights.values()):
+            raise ConfigError(f'class_weights: must be positive, got {dict(self.class_weights)}')
         if not self.temperature > 0:
             raise ConfigError(f'temperature: must be positive, got {self.temperature}')
 

@@ -186,8 +186,14 @@ def build_sample(arrays: dict[str, np.ndarray], model: ModelConfig, cache: Camer
     keep = dict(have)
     degraded = {m: False for m in have}
     if dropout is not None:
-        keep = {m: have[m] and rng.random() >= getattr(dropout, m) for m in have}
-        if not any(keep.values()) and any(have.values()):  # never drop everything: keep one at random
+        # The subset of modalities the frame keeps, drawn from the schedule (all, each one removed,
+        # each alone), then limited to what the frame has; never nothing when it has anything.
+        subsets = (('camera', 'lidar', 'radar'), ('lidar', 'radar'), ('camera', 'radar'), ('camera', 'lidar'),
+                   ('camera',), ('lidar',), ('radar',))
+        weights = np.array([dropout.all_kept] + [dropout.one_removed] * 3 + [dropout.alone] * 3)
+        chosen = subsets[int(rng.choice(len(subsets), p=weights / weights.sum()))]
+        keep = {m: have[m] and m in chosen for m in have}
+        if not any(keep.values()) and any(have.values()):
             keep[str(rng.choice([m for m in have if have[m]]))] = True
         degraded = {m: keep[m] and rng.random() < dropout.degraded for m in have}
     health = [float(rng.uniform(0.0, 0.3)) if degraded[m] else float(rng.uniform(0.7, 1.0)) if dropout else 1.0

@@ -20,26 +20,34 @@ import torch.nn.functional as F
 from ..model.config import MODALITIES, ModelConfig
 from ..model.decode import HeadTargets
 from ..model.network import FusionNet, NetOutputs
+from ..errors import ConfigError
 from .config import LossConfig
 
-__all__ = ['consistency_loss', 'depth_loss', 'focal_heatmap_loss', 'regression_loss', 'total_loss']
+__all__ = ['class_weight_vector', 'consistency_loss', 'depth_loss', 'focal_heatmap_loss', 'regression_loss', 'total_loss']
 
 
-def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor,
+                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """CenterNet focal loss (alpha 2, beta 4), normalised by the number of object centres.
 
-    logits (K, H, W) or (1, K, H, W); target the same shape, gaussians with 1 at each centre.
+    logits (K, H, W) or (1, K, H, W); target the same shape, gaussians with 1 at each centre;
+    class_weights (K,) scales each class channel's terms (rare classes count more).
     """
     logits = logits.reshape(target.shape)
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     positive = target.eq(1).float()
-    pos = -(F.logsigmoid(logits) * (1 - p) ** 2 * positive).sum()
-    neg = -(F.logsigmoid(-logits) * p ** 2 * (1 - target) ** 4 * (1 - positive)).sum()
-    return (pos + neg) / positive.sum().clamp(min=1.0)
+    pos = -(F.logsigmoid(logits) * (1 - p) ** 2 * positive)
+    neg = -(F.logsigmoid(-logits) * p ** 2 * (1 - target) ** 4 * (1 - positive))
+    terms = pos + neg
+    if class_weights is not None:
+        terms = terms * class_weights.to(terms.device).reshape(-1, 1, 1)
+    return terms.sum() / positive.sum().clamp(min=1.0)
 
 
-def regression_loss(outputs: NetOutputs, targets: HeadTargets, velocity_weight: float) -> torch.Tensor:
-    """Mean over objects of the weighted L1 over the 10 box channels at their centre cells."""
+def regression_loss(outputs: NetOutputs, targets: HeadTargets, velocity_weight: float,
+                    class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean over objects (class_weights by label) of the weighted L1 over the 10 box
+    channels at their centre cells."""
     head = outputs.head
     reg = torch.cat([head.offset, head.z, head.log_size, head.yaw, head.velocity], dim=1)[0]  # (10, H, W)
     mask = targets.mask
@@ -50,7 +58,11 @@ def regression_loss(outputs: NetOutputs, targets: HeadTargets, velocity_weight: 
     wanted = targets.regression[mask].to(reg.device)
     weights = torch.ones(10, device=reg.device)
     weights[8:] = velocity_weight
-    return ((predicted - wanted).abs() * weights).sum(dim=1).mean()
+    per_object = ((predicted - wanted).abs() * weights).sum(dim=1)
+    if class_weights is None:
+        return per_object.mean()
+    w = class_weights.to(reg.device)[targets.labels[mask].to(reg.device)]
+    return (per_object * w).sum() / w.sum()
 
 
 def consistency_loss(net: FusionNet, outputs: NetOutputs, centers_xy: torch.Tensor, config: ModelConfig,
@@ -89,15 +101,26 @@ def depth_loss(depth: torch.Tensor | None, target: torch.Tensor | None) -> torch
     return -torch.log(p.clamp(min=1e-6)).mean()
 
 
+def class_weight_vector(weights: LossConfig, classes: tuple[str, ...]) -> torch.Tensor | None:
+    """(K,) loss weight of each head class (1 where not named); None when no class is weighted."""
+    unknown = sorted(set(weights.class_weights) - set(classes))
+    if unknown:
+        raise ConfigError(f'train.loss.class_weights: {unknown} are not among the classes {list(classes)}')
+    if not weights.class_weights:
+        return None
+    return torch.tensor([weights.class_weights.get(c, 1.0) for c in classes], dtype=torch.float32)
+
+
 def total_loss(net: FusionNet, outputs: NetOutputs, targets: HeadTargets, centers_xy: torch.Tensor,
                depth_target: torch.Tensor | None, weights: LossConfig) -> tuple[torch.Tensor, Mapping[str, float]]:
     """The weighted sum and each part's value (unweighted), for the progress log."""
     heatmap_target = targets.heatmap.to(outputs.head.heatmap.device)
+    per_class = class_weight_vector(weights, net.config.head.classes)
     parts: dict[str, torch.Tensor] = {
-        'heatmap': focal_heatmap_loss(outputs.head.heatmap, heatmap_target),
-        'regression': regression_loss(outputs, targets, weights.velocity),
+        'heatmap': focal_heatmap_loss(outputs.head.heatmap, heatmap_target, per_class),
+        'regression': regression_loss(outputs, targets, weights.velocity, per_class),
     }
-    aux = [focal_heatmap_loss(outputs.aux_heatmaps[m], heatmap_target)
+    aux = [focal_heatmap_loss(outputs.aux_heatmaps[m], heatmap_target, per_class)
            for m, p in zip(MODALITIES, outputs.present) if bool(p)]
     if aux:
         parts['auxiliary'] = torch.stack(aux).mean()

@@ -29,7 +29,7 @@ from mmfusion_ros.train.data import (
     depth_targets,
     load_frame,
 )
-from mmfusion_ros.train.losses import total_loss
+from mmfusion_ros.train.losses import class_weight_vector, focal_heatmap_loss, regression_loss, total_loss
 from mmfusion_ros.train.trainer import build_model_config, train
 from simdata import small_scenario
 
@@ -63,10 +63,12 @@ def test_the_shipped_training_file_loads():
 
 @pytest.mark.parametrize('body, message', [
     ({'stepz': 3}, 'train.stepz: unknown parameter'),
-    ({'dropout': {'camera': 1.5}}, 'train.dropout.camera: must be a probability'),
+    ({'dropout': {'single_camera': 1.5}}, 'train.dropout.single_camera: must be a probability'),
+    ({'dropout': {'all_kept': 0.0, 'one_removed': 0.0, 'alone': 0.0}}, 'weights must be >= 0 and not all 0'),
     ({'augment': {'scale': [1.1, 0.9]}}, 'scale needs 0 < min <= max'),
     ({'fusion_config': []}, 'fusion_config: name at least one parameter file'),
     ({'device': 'tpu'}, 'train.device: expected one of auto, cpu, cuda'),
+    ({'loss': {'class_weights': {'bus': 0.0}}}, 'train.loss.class_weights: must be positive'),
 ])
 def test_bad_training_files_name_the_key(tmp_path, body, message):
     import yaml
@@ -75,6 +77,28 @@ def test_bad_training_files_name_the_key(tmp_path, body, message):
     path.write_text(yaml.safe_dump({'/**': {'ros__parameters': {'train': body}}}))
     with pytest.raises(ConfigError, match=message.replace('.', r'\.')):
         load_train_config(path)
+
+
+def test_class_weights_scale_their_class_terms_only():
+    config = dataclasses.replace(load_train_config().loss, class_weights={'bus': 3.0})
+    classes = MODEL.head.classes
+    weights = class_weight_vector(config, classes)
+    assert weights.tolist() == [3.0 if c == 'bus' else 1.0 for c in classes]
+    assert class_weight_vector(dataclasses.replace(config, class_weights={}), classes) is None
+    with pytest.raises(ConfigError, match='lorry'):
+        class_weight_vector(dataclasses.replace(config, class_weights={'lorry': 2.0}), classes)
+
+    torch.manual_seed(0)
+    K = len(classes)
+    logits = torch.randn(K, 8, 8)
+    target = torch.zeros(K, 8, 8)
+    bus = classes.index('bus')
+    target[bus, 4, 4] = 1.0
+    plain = focal_heatmap_loss(logits, target)
+    weighted = focal_heatmap_loss(logits, target, weights)
+    only_bus = focal_heatmap_loss(logits[bus:bus + 1], target[bus:bus + 1])
+    # The bus channel's terms count three times; the normaliser (one centre) is the same.
+    assert float(weighted - plain) == pytest.approx(2.0 * float(only_bus), rel=1e-5)
 
 
 def test_augmentation_moves_points_boxes_and_cameras_together(cached):
@@ -118,19 +142,22 @@ def test_depth_targets_hold_the_nearest_lidar_depth(cached):
     assert sorted(np.unique(one)) == [-1, 9]
 
 
-def test_modality_dropout_never_drops_everything(cached):
+def test_modality_dropout_draws_subsets_and_never_drops_everything(cached):
     arrays = load_frame(cached[-1])
     cache = CameraGeometryCache(MODEL.grid, MODEL.camera)
-    everything = DropoutConfig(camera=1.0, lidar=1.0, radar=1.0, single_camera=0.0, degraded=0.0)
+    alone = DropoutConfig(all_kept=0.0, one_removed=0.0, alone=1.0, single_camera=0.0, degraded=0.0)
     seen = set()
-    for seed in range(6):
-        sample = build_sample(arrays, MODEL, cache, np.random.default_rng(seed), None, everything)
+    for seed in range(8):
+        sample = build_sample(arrays, MODEL, cache, np.random.default_rng(seed), None, alone)
         assert int(sample.inputs.present.sum()) == 1
         seen.add(tuple(sample.inputs.present.tolist()))
     assert len(seen) > 1
-    cameras_only = DropoutConfig(camera=0.0, lidar=1.0, radar=1.0, single_camera=0.5, degraded=0.0)
+    removed = DropoutConfig(all_kept=0.0, one_removed=1.0, alone=0.0, single_camera=0.0, degraded=0.0)
+    assert {int(build_sample(arrays, MODEL, cache, np.random.default_rng(seed), None, removed).inputs.present.sum())
+            for seed in range(4)} == {2}
+    some_cameras = DropoutConfig(all_kept=1.0, one_removed=0.0, alone=0.0, single_camera=0.5, degraded=0.0)
     counts = {build_sample(arrays, MODEL, cache, np.random.default_rng(seed), None,
-                           cameras_only).inputs.camera.images.shape[0] for seed in range(8)}
+                           some_cameras).inputs.camera.images.shape[0] for seed in range(8)}
     assert len(counts) > 1 and max(counts) <= 6
 
 
