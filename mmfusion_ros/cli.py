@@ -114,13 +114,44 @@ def _cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     return index
 
 
-def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _bench_frames(config) -> list[Path]:
+    """Frames for `bench network` when none are named: a 2 s default-rig urban scene, cached."""
+    import tempfile
+
+    from .model.config import model_config
+    from .sim.faults import load_faults
+    from .sim.scenario import load_scenario
+    from .sim.simulator import record_dataset
+    from .train.data import cache_dataset
+
+    folder = Path(tempfile.mkdtemp(prefix='mmfusion_bench_'))
+    scenario = load_scenario('urban')
+    record_dataset(folder / 'scenes', 1, [scenario], [load_faults('none', scenario.rig, 2.0)], config, seed=31,
+                   duration_s=2.0)
+    return cache_dataset(folder / 'scenes', folder / 'cache', config, model_config(config), stride=4, progress=False)
+
+
+def _cmd_bench(args: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
     from tqdm import tqdm
+
+    if args.target == 'network':
+        from .model.benchmark import bench_network, frame_files
+
+        config = load_config(args.config or [DEFAULT_CONFIG])
+        files = frame_files(args.frames) if args.frames else _bench_frames(config)
+        result = bench_network(files, config, weights=args.weights, device=args.device, repeats=args.repeats)
+        print(f'network {result["preset"]} ({result["fuser"]} fuser, grid {result["grid_cells"]}) on '
+              f'{result["device"]}, {result["frames"]} frames x {result["repeats"]}:')
+        for key in ('inputs_ms', 'network_ms', 'decode_ms', 'total_ms'):
+            print(f'  {key[:-3]:<8} p50 {result[key]["p50"]:8.2f} ms   p99 {result[key]["p99"]:8.2f} ms')
+        return result
+    if args.config or args.frames or args.weights:
+        raise ConfigError('--config, --frames and --weights are options of `bench network`, not `bench kernels`')
 
     from .geometry.benchmark import run_benchmark
     from .geometry.benchmark_cases import kernel_cases
 
-    device = args.device
+    device = args.device or 'cpu'
     if device == 'cuda':
         from numba import cuda
 
@@ -409,12 +440,21 @@ def _parser() -> argparse.ArgumentParser:
     dds_play.add_argument('--json', type=Path, metavar='PATH', help='also write the counts as JSON')
     dds_play.set_defaults(run=_cmd_dds_play)
 
-    bench = commands.add_parser('bench', help='measure speed: geometry kernels against their baselines')
-    bench.add_argument('target', choices=('kernels',), help='what to measure')
-    bench.add_argument('--kernels', nargs='+', metavar='NAME', help='only these kernels (default: all)')
-    bench.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
-                       help='cuda also times the CUDA kernels (with transfers)')
-    bench.add_argument('--repeats', type=int, default=7, help='timed calls per implementation (median)')
+    bench = commands.add_parser('bench', help='measure speed: geometry kernels against their baselines, or the '
+                                              'network per frame')
+    bench.add_argument('target', choices=('kernels', 'network'), help='what to measure')
+    bench.add_argument('--kernels', nargs='+', metavar='NAME', help='kernels: only these (default: all)')
+    bench.add_argument('--device', choices=('cpu', 'cuda'),
+                       help='kernels: cuda also times the CUDA kernels (with transfers; default cpu); network: '
+                            'where the network runs (default: model.device of the parameter files)')
+    bench.add_argument('--config', action='append', type=Path, metavar='YAML',
+                       help='network: parameter file(s), layered in order (e.g. default.yaml then gpu.yaml)')
+    bench.add_argument('--frames', nargs='+', type=Path, metavar='PATH',
+                       help="network: cached frames (.npz, or folders of them: `mmfusion train`'s cache); "
+                            'default: a 2 s urban scene simulated and cached in a temporary folder')
+    bench.add_argument('--weights', type=Path, metavar='PATH', help='network: weights file (default: the configured)')
+    bench.add_argument('--repeats', type=int, default=7,
+                       help='kernels: timed calls per implementation (median); network: passes over the frames')
     bench.add_argument('--json', type=Path, metavar='PATH', help='also write the figures as JSON')
     bench.set_defaults(run=_cmd_bench)
 
