@@ -121,6 +121,22 @@ def flag_modality(flag: str) -> str | None:
 # Evidence
 
 
+def _own_cells(centers: np.ndarray, i: int, r0: int, r1: int, c0: int, c1: int, grid: GridConfig,
+               cell: float) -> np.ndarray:
+    """(r1 - r0, c1 - c0) bool: the window's head cells nearer detection ``i`` than any other detection.
+
+    A modality's own peak found there is this object's; one nearer a neighbour is the neighbour's
+    (two cars parked 4 m apart are not one car seen 4 m off by the lidar).
+    """
+    ys, xs = np.mgrid[r0:r1, c0:c1]
+    x = grid.x_range[0] + (xs + 0.5) * cell
+    y = grid.y_range[0] + (ys + 0.5) * cell
+    d2 = (x[..., None] - centers[:, 0]) ** 2 + (y[..., None] - centers[:, 1]) ** 2  # (h, w, N)
+    finite = np.isfinite(d2)
+    d2 = np.where(finite, d2, np.inf)
+    return d2[..., i] <= d2.min(axis=-1)
+
+
 def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConfig,
                    head: HeadConfig) -> tuple[np.ndarray, ...]:
     n, K = len(detections), head.num_classes
@@ -148,7 +164,8 @@ def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConf
             reach = _WINDOW[modality]
             r0, r1 = max(rows[i] - reach, 0), min(rows[i] + reach + 1, H)
             c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach + 1, W)
-            window = heat[labels[i], r0:r1, c0:c1]
+            window = np.where(_own_cells(detections.centers[:, :2], i, r0, r1, c0, c1, grid, cell),
+                              heat[labels[i], r0:r1, c0:c1], -1.0)
             r, c = np.unravel_index(int(window.argmax()), window.shape)
             r, c = r + r0, c + c0
             peak[i, m] = heat[labels[i], r, c]

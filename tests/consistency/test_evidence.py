@@ -162,6 +162,23 @@ def test_a_modality_that_sees_it_displaced():
     assert evidence.offset[0, 2, 0] == pytest.approx(4.8, abs=0.5)
 
 
+def test_a_neighbours_peak_is_not_taken_for_a_displaced_object():
+    # Two cars parked 4.8 m apart; the lidar's head is surer of the second. Each detection's own
+    # lidar peak is its own, not the neighbour's stronger one inside its search window.
+    a, b = car(20, 2), car(20, 2 + 6 * CELL / 2)
+    both = Detections3D(0, 'base_link', np.concatenate([a.centers, b.centers]), np.concatenate([a.sizes, b.sizes]),
+                        np.zeros(2), np.zeros((2, 2)), ('car', 'car'), np.array([0.9, 0.9]))
+    out = outputs(heat_at([(20, 2, 'car', 0.8), (20, 6.8, 'car', 0.8)]),
+                  heat_at([(20, 2, 'car', 0.6), (20, 6.8, 'car', 0.95)]),
+                  heat_at([(20, 2, 'car', 0.7), (20, 6.8, 'car', 0.7)]))
+    lidar = np.concatenate([lidar_in_box(20, 2), lidar_in_box(20, 6.8)])
+    radar = np.concatenate([radar_at(20, 2, 0.0), radar_at(20, 6.8, 0.0)])
+    evidence = detection_evidence(frame(lidar, radar, [front_camera()]), both, out, GRID, HEAD, CONFIG)
+    assert np.abs(evidence.offset[:, 1]).max() < 1.0
+    assert evidence.peak[0, 1] == pytest.approx(0.6, abs=0.01)
+    assert disagreement_flags(evidence, both, CLASSES, CONFIG) == ((), ())
+
+
 def test_camera_displacement_along_its_line_of_sight_is_tolerated():
     det = car(20, 0)
     out = outputs(heat_at([(20, 0, 'car', 0.3), (24.8, 0, 'car', 0.8)]),  # 4.8 m further: the camera's depth
