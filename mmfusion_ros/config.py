@@ -236,6 +236,7 @@ class ConsistencySection:
     # Conflicts.
     velocity_tolerance_mps: float = 2.5  # radar doppler vs the object's radial velocity, plus 25 % of its speed
     min_doppler_returns: int = 2
+    doppler_agreement: float = 0.25  # share of an object's returns that must move as it does
     position_tolerance_m: float = 2.5  # a modality's own peak this far from the fused centre (or half its length)
     radar_position_tolerance_m: float = 4.0  # radar places objects coarsely (azimuth noise, sparse returns)
     radar_class_conflicts: bool = False  # radar tells car from truck poorly: its class is no evidence by default
@@ -253,7 +254,7 @@ class ConsistencySection:
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score',
-                     'camera_support_score'):
+                     'camera_support_score', 'doppler_agreement'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
         if self.min_doppler_returns < 1:

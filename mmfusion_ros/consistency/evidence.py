@@ -22,8 +22,9 @@ Flags (``disagreement_flags``), each with a score (how far past its threshold, >
 - ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
   support it (its head below ``support_score`` and, for lidar and radar, too few returns);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
-- ``velocity_conflict:radar``: the radar's doppler disagrees with the object's radial velocity by
-  more than ``velocity_tolerance_mps`` + 25 % of its speed;
+- ``velocity_conflict:radar``: fewer than ``doppler_agreement`` of the object's radar returns have a
+  doppler within ``velocity_tolerance_mps`` + 25 % of its speed of its radial velocity (each return
+  along its own line of sight; the score is the median return's miss over that tolerance);
 - ``class_conflict:<m>``: ``m``'s own head prefers another class by ``class_margin`` (not the radar's
   unless ``radar_class_conflicts``: it tells a car from a truck poorly);
 - ``position_conflict:<m>``: ``m``'s own head puts the object more than ``position_tolerance_m``
@@ -72,6 +73,10 @@ class DetectionEvidence:
     radar_points: np.ndarray  # (N,) int32 radar returns in the grown box
     doppler_measured: np.ndarray  # (N,) float64 median radial ground speed of its radar returns, NaN: too few
     doppler_los: np.ndarray  # (N, 2) float64 their mean line of sight (unit)
+    # Each return used for the doppler: its detection row, radial ground speed and line of sight.
+    return_rows: np.ndarray  # (R,) int64
+    return_radial: np.ndarray  # (R,) float64
+    return_los: np.ndarray  # (R, 2) float64
     in_camera_view: np.ndarray  # (N,) bool in a camera image, in range, not hidden
     camera_blind: np.ndarray  # (N,) bool every camera that should see it is black, frozen or failed (health)
     radar_blind: np.ndarray  # (N,) bool every radar whose field of view holds it is silent or failed (health)
@@ -96,6 +101,17 @@ class DetectionEvidence:
         """(N,) measured radial speed - the velocities (N, 2) projected on the line of sight, m/s."""
         return self.doppler_measured - np.sum(self.doppler_los * velocities, axis=1)
 
+    def doppler_agreement(self, velocities: np.ndarray, tolerances: np.ndarray) -> np.ndarray:
+        """(N,) share of each detection's returns whose radial speed is within its tolerance (N,) of
+        the velocities (N, 2) along their own line of sight; NaN where it has no returns."""
+        n = len(self)
+        predicted = np.sum(self.return_los * velocities[self.return_rows], axis=1)
+        agree = np.abs(self.return_radial - predicted) <= tolerances[self.return_rows]
+        count = np.bincount(self.return_rows, minlength=n).astype(np.float64)
+        agreeing = np.bincount(self.return_rows, weights=agree.astype(np.float64), minlength=n)
+        with np.errstate(invalid='ignore', divide='ignore'):
+            return np.where(count > 0, agreeing / count, np.nan)
+
     def expected(self) -> np.ndarray:
         """(N, 3) bool: the modality is present and placed to see the object."""
         expected = np.stack([self.in_camera_view, self.lidar_expected, self.radar_expected], axis=1)
@@ -105,7 +121,8 @@ class DetectionEvidence:
     def empty(cls, present: tuple[bool, bool, bool]) -> DetectionEvidence:
         n3 = np.zeros((0, 3))
         return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
-                   np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool),
+                   np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0),
+                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool),
                    np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), present)
 
 
@@ -277,13 +294,15 @@ def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarra
 
 
 def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
-             config: ConsistencySection) -> tuple[np.ndarray, np.ndarray]:
+             config: ConsistencySection) -> tuple[np.ndarray, ...]:
     """Per detection: the median compensated radial speed of its radar returns and their mean line of
-    sight, each return seen from its own radar's mount (from the base origin where it is unknown)."""
+    sight, each return seen from its own radar's mount (from the base origin where it is unknown);
+    and per return used: its detection row, radial speed and line of sight."""
     measured = np.full(len(detections), np.nan)
     mean_los = np.zeros((len(detections), 2))
+    used_rows, used_radial, used_los = [], [], []
     if frame.radar is None or not len(frame.radar):
-        return measured, mean_los
+        return measured, mean_los, np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2))
     radar = frame.radar
     origins = np.zeros((len(radar), 2))
     if frame.radar_sensor is not None:
@@ -297,10 +316,16 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
             continue
         xy = radar[rows, :2].astype(np.float64) - origins[rows]
         los = xy / np.maximum(np.linalg.norm(xy, axis=1, keepdims=True), 1e-6)  # (R, 2)
-        measured[i] = float(np.median(np.sum(radar[rows, 3:5] * los, axis=1)))  # compensated radial ground speed
+        radial = np.sum(radar[rows, 3:5] * los, axis=1)  # compensated radial ground speed
+        measured[i] = float(np.median(radial))
         mean = los.mean(axis=0)
         mean_los[i] = mean / max(float(np.linalg.norm(mean)), 1e-6)
-    return measured, mean_los
+        used_rows.append(np.full(len(rows), i, np.int64))
+        used_radial.append(radial.astype(np.float64))
+        used_los.append(los)
+    if not used_rows:
+        return measured, mean_los, np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2))
+    return measured, mean_los, np.concatenate(used_rows), np.concatenate(used_radial), np.concatenate(used_los)
 
 
 def _radar_blind(detections: Detections3D, mounts: Mapping[str, RigidTransform], blind: frozenset[str],
@@ -385,6 +410,8 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
     expected = evidence.expected()
     velocities = detections.velocities if velocities is None else velocities
     residuals = evidence.doppler_residual(velocities)
+    tolerances = config.velocity_tolerance_mps + 0.25 * np.hypot(*np.nan_to_num(velocities).T)
+    agreement = evidence.doppler_agreement(np.nan_to_num(velocities), tolerances)
     out = []
     for i in range(len(evidence)):
         flags: list[tuple[str, float]] = []
@@ -397,11 +424,10 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
             k = backing[0]
             flags.append((f'only_{MODALITIES[k]}', round(1.0 + float(np.nan_to_num(evidence.head[i, k])), 3)))
         residual = residuals[i]
-        if np.isfinite(residual) and support[i, 2]:
-            speed = float(np.hypot(*velocities[i]))
-            tolerance = config.velocity_tolerance_mps + 0.25 * speed
-            if abs(residual) > tolerance:
-                flags.append(('velocity_conflict:radar', round(abs(residual) / tolerance, 3)))
+        # Conflict when too few of the object's returns move as the object does: returns of clutter
+        # beside a fast car (a guard rail) pull the median, but do not hide the car's own returns.
+        if np.isfinite(residual) and support[i, 2] and agreement[i] < config.doppler_agreement:
+            flags.append(('velocity_conflict:radar', round(max(abs(residual) / tolerances[i], 1.0), 3)))
         fused_class = classes.index(detections.labels[i])
         for k, m in enumerate(MODALITIES):
             best = evidence.head_class[i, k]

@@ -145,6 +145,22 @@ def test_radar_doppler_against_the_objects_velocity():
     assert flag_modality('velocity_conflict:radar') == 'radar'
 
 
+def test_clutter_beside_a_fast_object_does_not_hide_its_own_returns():
+    # A car at 25 m/s beside a guard rail: 3 of its 5 nearby returns are the rail's (static); the
+    # median is the rail's, but the car's own returns move as the car does.
+    det = car(20, 0, vx=25.0)
+    out = outputs(heat_at([(20, 0, 'car', 0.8)]), heat_at([(20, 0, 'car', 0.9)]), heat_at([(20, 0, 'car', 0.7)]))
+    returns = np.concatenate([radar_at(20, 0, 25.0, n=2), radar_at(20.5, 0.6, 0.0, n=3)])
+    names, _, evidence = flags_of(det, frame(lidar_in_box(20, 0), returns, [front_camera()]), out)
+    assert 'velocity_conflict:radar' not in names
+    tolerance = np.array([2.5 + 0.25 * 25.0])
+    assert evidence.doppler_agreement(det.velocities, tolerance)[0] == pytest.approx(0.4)
+    # All five static: the radar says it does not move.
+    names, _, evidence = flags_of(det, frame(lidar_in_box(20, 0), radar_at(20, 0, 0.0, n=5), [front_camera()]), out)
+    assert names == ['velocity_conflict:radar']
+    assert evidence.doppler_agreement(det.velocities, tolerance)[0] == 0.0
+
+
 def test_a_modality_that_sees_another_class():
     det = car(20, 2)
     out = outputs(heat_at([(20, 2, 'car', 0.3), (20, 2, 'pedestrian', 0.9)]), heat_at([(20, 2, 'car', 0.9)]),
