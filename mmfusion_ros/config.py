@@ -228,11 +228,15 @@ class ConsistencySection:
     radar_margin_m: float = 1.0
     # Where a modality is expected to see an object (absence elsewhere is no disagreement).
     camera_range_m: float = 45.0  # a car is 10 pixels wide there in a 400-pixel, 70-degree image
-    lidar_range_m: float = 60.0
+    camera_small_range_m: float = 30.0  # pedestrians and cyclists: 0.6 m is 5 pixels at 30 m
+    lidar_range_m: float = 50.0  # a car's returns thin out to a few beyond (12 % of cars unseen at 50-60 m)
     radar_range_m: float = 50.0  # beyond, returns of a car thin out to none in many scans
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     radar_hfov_deg: float = 120.0  # each radar's horizontal field of view (which radar covers an object)
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
+    # A healthy modality that has not seen a tracked object in this many frames where it was expected
+    # to has a blind spot there (a barrier, a shadow geometry does not know): no longer expected.
+    blind_spot_frames: int = 6
     # Conflicts.
     velocity_tolerance_mps: float = 2.5  # radar doppler vs the object's radial velocity, plus 25 % of its speed
     min_doppler_returns: int = 2
@@ -249,7 +253,7 @@ class ConsistencySection:
                 or self.radar_margin_m < 0:
             raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
                               f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
-        for name in ('camera_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
+        for name in ('camera_range_m', 'camera_small_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
                      'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m', 'radar_hfov_deg'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
@@ -259,6 +263,8 @@ class ConsistencySection:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
         if self.min_doppler_returns < 1:
             raise ConfigError(f'min_doppler_returns: must be >= 1, got {self.min_doppler_returns}')
+        if self.blind_spot_frames < 1:
+            raise ConfigError(f'blind_spot_frames: must be >= 1, got {self.blind_spot_frames}')
 
 
 @dataclass(frozen=True)

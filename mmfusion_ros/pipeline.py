@@ -101,8 +101,9 @@ class FusionPipeline:
                     dark = [name for name, b in self._brightness.items() if b < self.config.consistency.camera_dark_mean]
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency,
                                                   blind, dark, self.health.blind_radars(), self.health.radar_mounts())
+                    healthy = [all(e.state == 'ok' for e in estimates.values() if e.modality == m) for m in MODALITIES]
                     tracked = self.consistency.update(frame, detections, evidence, self.head.classes,
-                                                      self.config.consistency)
+                                                      self.config.consistency, healthy)
                     self.health.update_offsets(frame, tracked.detections, tracked.settled)
         gates = tuple(float(g) for g in outputs.gates.detach().cpu())
         return FusionResult(frame, tracked.detections, evidence, tracked.flags, gates, self.timer.last,  # type: ignore[arg-type]

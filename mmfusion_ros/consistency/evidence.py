@@ -12,7 +12,8 @@ Evidence per detection and modality (camera, lidar, radar):
 - ``lidar_points``: current-sweep lidar points in the box; ``radar_points``: radar returns in the box
   grown by ``radar_margin_m``; ``doppler_measured``: their median radial ground speed (each seen from
   its own radar), checked against the object's velocity projected on their line of sight;
-- expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range,
+- expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range
+  (pedestrians and cyclists: ``camera_small_range_m``),
   not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
   by its health, so it can not support the object), ``lidar_expected`` (in range, not in the shadow of nearer
   large objects), ``radar_expected`` (the same; pedestrians only nearer).
@@ -20,7 +21,7 @@ Evidence per detection and modality (camera, lidar, radar):
 Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
 
 - ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
-  support it (its head below ``support_score`` and, for lidar and radar, too few returns);
+  support it (its head's best class below ``support_score`` and, for lidar and radar, too few returns);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
 - ``velocity_conflict:radar``: fewer than ``doppler_agreement`` of the object's radar returns have a
   doppler within ``velocity_tolerance_mps`` + 25 % of its speed of its radial velocity (each return
@@ -54,6 +55,7 @@ from ..types import Detections3D, RigidTransform
 __all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
 
 _BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
+_SMALL_CLASSES = frozenset({'pedestrian', 'cyclist'})  # what a camera resolves only nearer
 RADAR_LAG_S = 0.08  # how much older than the frame a radar's newest scan can be (a 13 Hz period)
 # Head cells either side of a detection in which a modality's own peak is looked for: far enough to
 # see past each tolerance (2.5 m; the radar's 4 m), near enough not to reach the next object.
@@ -88,8 +90,10 @@ class DetectionEvidence:
         return len(self.lidar_points)
 
     def supports(self, config: ConsistencySection) -> np.ndarray:
-        """(N, 3) bool: the modality supports the detection (head score or returns)."""
-        head = np.nan_to_num(self.head, nan=0.0)
+        """(N, 3) bool: the modality supports the detection (its head's score there, of any class, or
+        returns)."""
+        # Support is seeing an object there, of any class (another class is a class conflict).
+        head = np.nan_to_num(np.fmax(self.head, self.head_class_score), nan=0.0)
         support = head >= config.support_score
         support[:, 0] = (head[:, 0] >= config.camera_support_score) & ~self.camera_blind
         support[:, 1] |= self.lidar_points >= config.min_lidar_points
@@ -242,6 +246,8 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
     seen_by_sighted = np.zeros(n, bool)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
     big = np.array([label in _BIG_CLASSES for label in detections.labels])
+    small = np.array([label in _SMALL_CLASSES for label in detections.labels])
+    camera_range = np.where(small, config.camera_small_range_m, config.camera_range_m)
     for view in frame.cameras:
         if view.name in dark_cameras and view.name not in blind_cameras:
             continue  # night: an unlit object is no camera's to see
@@ -260,7 +266,7 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         rect = np.clip(rect, [0, 0, 0, 0], [width, height, width, height])
         visible_area = np.maximum(rect[:, 2] - rect[:, 0], 0) * np.maximum(rect[:, 3] - rect[:, 1], 0)
         centre_in_front = to_camera.apply(detections.centers)[:, 2] > 0.5
-        candidate = centre_in_front & (visible_area > 4.0) & (distance <= config.camera_range_m)
+        candidate = centre_in_front & (visible_area > 4.0) & (distance <= camera_range)
         if not candidate.any():
             continue
         depth = np.linalg.norm(to_camera.apply(detections.centers), axis=1)
@@ -400,14 +406,19 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
 
 def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, classes: tuple[str, ...],
                        config: ConsistencySection, velocities: np.ndarray | None = None,
+                       blind_spots: np.ndarray | None = None,
                        ) -> tuple[tuple[tuple[str, float], ...], ...]:
     """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring).
 
     ``velocities`` (N, 2), NaN where unknown: what the radar's doppler is checked against (the
     tracker's, from the object's motion over frames); default the detections' own.
+    ``blind_spots`` (N, 3) bool: a modality that, healthy, has never seen the object over many frames
+    where it should have (a radar below a median barrier): not expected to see it now either.
     """
     support = evidence.supports(config)
     expected = evidence.expected()
+    if blind_spots is not None:
+        expected &= ~blind_spots
     velocities = detections.velocities if velocities is None else velocities
     residuals = evidence.doppler_residual(velocities)
     tolerances = config.velocity_tolerance_mps + 0.25 * np.hypot(*np.nan_to_num(velocities).T)

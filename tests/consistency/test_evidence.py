@@ -278,3 +278,34 @@ def test_an_object_only_a_silent_radar_covers_has_no_radar_support():
     det = car(-20, 2)
     evidence = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_radars=['radar_front'], radar_mounts=mounts)
     assert not evidence.radar_blind[0]
+
+
+def test_a_healthy_modality_that_never_saw_an_object_has_a_blind_spot_there():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    det = car(20, 2)
+    seen = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    unseen = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([]))
+
+    def run(stage, heads, healthy=(True, True, True)):
+        flags = []
+        for k, out in enumerate(heads):
+            stamp = k * 50_000_000
+            f = dataclasses.replace(frame(lidar_in_box(20, 2), None if out is unseen else radar_at(20, 2, 0.0),
+                                          [front_camera()]), stamp_ns=stamp)
+            evidence = detection_evidence(f, dataclasses.replace(det, stamp_ns=stamp), out, GRID, HEAD, CONFIG)
+            flags.append(stage.update(f, dataclasses.replace(det, stamp_ns=stamp), evidence, CLASSES, CONFIG,
+                                      healthy).flags[0])
+        return flags
+
+    frames = CONFIG.blind_spot_frames
+    # Never seen by the radar (a barrier below it): flagged while the track is young, then no more.
+    flags = run(ConsistencyStage(), [unseen] * (frames + 4))
+    assert 'missing_in_radar' in flags[1]
+    assert all('missing_in_radar' not in f for f in flags[frames + 2:])
+    # Seen once before: its absence stays a disagreement however long it lasts.
+    flags = run(ConsistencyStage(), [seen] + [unseen] * (frames + 4))
+    assert all('missing_in_radar' in f for f in flags[2:])
+    # A radar that health does not call ok learns no blind spot.
+    flags = run(ConsistencyStage(), [unseen] * (frames + 4), healthy=(True, True, False))
+    assert all('missing_in_radar' in f for f in flags[1:])
