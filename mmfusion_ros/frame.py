@@ -75,6 +75,9 @@ class Frame:
     radar_sensor: np.ndarray | None = None  # (N,) int16: which of radar_sensors each radar row came from
     lidar_sensors: tuple[str, ...] = ()  # the names behind lidar_sensor's indices
     radar_sensors: tuple[str, ...] = ()
+    # (N, 3) float32 where each radar row's sensor was when it scanned it, in frame_id at stamp_ns (the
+    # vehicle has moved on since an older scan: its lines of sight start there, not at today's mount).
+    radar_origin: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'cameras', tuple(self.cameras))
@@ -95,6 +98,12 @@ class Frame:
                 if len(source) and (source.min() < 0 or source.max() >= len(names)):
                     raise ValueError(f'Frame.{name}_sensor: indices must be < len({name}_sensors) = {len(names)}')
                 object.__setattr__(self, f'{name}_sensor', source)
+        if self.radar_origin is not None:
+            origin = np.asarray(self.radar_origin, np.float32)
+            if self.radar is None or origin.shape != (len(self.radar), 3):
+                raise ValueError(f'Frame.radar_origin: expected ({0 if self.radar is None else len(self.radar)}, 3), '
+                                 f'got {origin.shape}')
+            object.__setattr__(self, 'radar_origin', origin)
 
     @property
     def modalities(self) -> tuple[str, ...]:

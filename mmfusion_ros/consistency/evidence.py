@@ -302,7 +302,8 @@ def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarra
 def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
              config: ConsistencySection) -> tuple[np.ndarray, ...]:
     """Per detection: the median compensated radial speed of its radar returns and their mean line of
-    sight, each return seen from its own radar's mount (from the base origin where it is unknown);
+    sight, each return seen from where its radar was when it scanned it (else from its radar's mount
+    now, else from the base origin);
     and per return used: its detection row, radial speed and line of sight."""
     measured = np.full(len(detections), np.nan)
     mean_los = np.zeros((len(detections), 2))
@@ -311,7 +312,9 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
         return measured, mean_los, np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 2))
     radar = frame.radar
     origins = np.zeros((len(radar), 2))
-    if frame.radar_sensor is not None:
+    if frame.radar_origin is not None:  # where each scan was taken from (the vehicle moves between scans)
+        origins = frame.radar_origin[:, :2].astype(np.float64)
+    elif frame.radar_sensor is not None:
         for index in np.unique(frame.radar_sensor):
             name = frame.radar_sensors[index]
             if name in frame.sensor_to_base:

@@ -91,7 +91,8 @@ def with_modalities(frame: Frame, modalities: Iterable[str]) -> Frame:
     lidar, radar = 'lidar' in keep, 'radar' in keep
     return dataclasses.replace(frame, cameras=frame.cameras if 'camera' in keep else (),
                                lidar=frame.lidar if lidar else None, lidar_sensor=frame.lidar_sensor if lidar else None,
-                               radar=frame.radar if radar else None, radar_sensor=frame.radar_sensor if radar else None)
+                               radar=frame.radar if radar else None, radar_sensor=frame.radar_sensor if radar else None,
+                               radar_origin=frame.radar_origin if radar else None)
 
 
 def _frames(paths: Sequence[Path], config: FusionConfig, net: FusionNet, every: int) -> Iterator[Frame]:

@@ -62,6 +62,7 @@ class _Sample:
     msgtype: str
     decoded: Any = None  # filled on first use; a failure is remembered as a string
     tried: bool = False
+    origin: np.ndarray | None = None  # radar: the sensor's position in the fixed frame at the scan's stamp
 
 
 @dataclass
@@ -227,8 +228,8 @@ class KeyframeAssembler:
         """The frame at ``t`` from what is buffered; ``missing`` names sensors to leave out, and why."""
         missing = dict(missing or {})
         mounts: dict[str, RigidTransform] = {}
-        lidar, lidar_sensor = self._clouds(t, 'lidar', missing, mounts)
-        radar, radar_sensor = self._clouds(t, 'radar', missing, mounts)
+        lidar, lidar_sensor, _ = self._clouds(t, 'lidar', missing, mounts)
+        radar, radar_sensor, radar_origin = self._clouds(t, 'radar', missing, mounts)
         try:
             pose = self.tf.lookup(self.config.frames.fixed, self.config.frames.base, t, extrapolation_ns=NS // 100)
         except TransformError:
@@ -243,7 +244,7 @@ class KeyframeAssembler:
         faults = self._faults.get(t, ())
         return Frame(t, self.config.frames.base, tuple(cameras), lidar, radar, self._truth.get(t), faults, missing,
                      pose, mounts, lidar_sensor, radar_sensor, tuple(self.config.sensors_of('lidar')),
-                     tuple(self.config.sensors_of('radar')))
+                     tuple(self.config.sensors_of('radar')), radar_origin)
 
     def _to_base(self, t: int, frame_id: str, stamp: int) -> RigidTransform:
         return self.tf.lookup_through(self.config.frames.base, t, frame_id, stamp, self.config.frames.fixed,
@@ -295,11 +296,13 @@ class KeyframeAssembler:
         return CameraView(name, sample.stamp_ns, image.pixels, intrinsics, to_base)
 
     def _clouds(self, t: int, modality: str, missing: dict[str, str],
-                mounts: dict[str, RigidTransform]) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(rows, which sensor each row came from) of the modality's sensors, or (None, None)."""
+                mounts: dict[str, RigidTransform]) -> tuple[np.ndarray | None, ...]:
+        """(rows, which sensor each row came from, for radar where that sensor was when it scanned the
+        row) of the modality's sensors, or Nones."""
         sweeps_wanted = self.lidar_sweeps if modality == 'lidar' else self.radar_sweeps
         parts = []
         sources = []
+        origins = []  # radar: each scan's sensor position at its stamp, in the base frame at t, per row
         to_base: RigidTransform | None = None
         for index, (name, sensor) in enumerate(self.config.sensors_of(modality).items()):
             if name in missing:
@@ -333,6 +336,8 @@ class KeyframeAssembler:
                     velocity = np.zeros((len(points), 3))
                     velocity[:, :2] = cloud[:, 3:5]
                     points[:, 3:5] = (velocity @ to_base.rotation.T)[:, :2]
+                    origin = to_base.apply(sample.origin[None])[0] if sample.origin is not None else np.zeros(3)
+                    origins.append(np.broadcast_to(origin, (len(points), 3)))
                 points[:, -1] = max(0, t - sample.stamp_ns) / NS
                 parts.append(points)
                 sources.append(np.full(len(points), index, np.int16))
@@ -346,8 +351,9 @@ class KeyframeAssembler:
             except TransformError:
                 pass  # the mount is for health checks; the points are placed already
         if not parts:
-            return None, None
-        return np.vstack(parts).astype(np.float32), np.concatenate(sources)
+            return None, None, None
+        origin_rows = np.vstack(origins).astype(np.float32) if origins else None
+        return np.vstack(parts).astype(np.float32), np.concatenate(sources), origin_rows
 
 
 def _header_stamp(raw: bytes, topic: str) -> int:
@@ -407,6 +413,7 @@ def _decode(sample: _Sample, stream: _Stream, assembler: KeyframeAssembler) -> A
     velocity[:, :2] = np.nan_to_num(radar.velocity_comp, nan=0.0)
     rows[:, 3:5] = (velocity @ pose.rotation.T)[:, :2]
     rows[:, 5] = radar.rcs
+    sample.origin = pose.translation.copy()
     return rows
 
 

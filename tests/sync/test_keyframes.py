@@ -52,6 +52,26 @@ def test_every_modality_once_warmed_up(frames):
     assert first.lidar is not None and len(np.unique(first.lidar[:, -1])) == 1  # nothing older yet
 
 
+def test_radar_rows_know_where_their_scan_was_taken_from(frames):
+    # The vehicle drives on between a radar's scans: an older scan's sensor position, in the base
+    # frame at the key, lies behind today's mount by the distance driven since (lines of sight for
+    # the doppler start there).
+    frame = frames[-2]
+    assert frame.radar_origin is not None and frame.radar_origin.shape == (len(frame.radar), 3)
+    speed = np.linalg.norm(frame.pose.translation - frames[-3].pose.translation) / ((frame.stamp_ns - frames[-3].stamp_ns) / NS)
+    assert speed > 1.0  # the urban scene's ego drives
+    for index, name in enumerate(frame.radar_sensors):
+        rows = frame.radar_sensor == index
+        if not rows.any():
+            continue
+        mount = frame.sensor_to_base[name].translation
+        for age in np.unique(frame.radar[rows, -1]):
+            origin = frame.radar_origin[rows & (frame.radar[:, -1] == age)]
+            assert np.ptp(origin, axis=0).max() < 1e-4  # one position per scan
+            behind = np.linalg.norm(origin[0] - mount)
+            assert behind == pytest.approx(speed * age, abs=0.15 + 0.1 * speed * age)
+
+
 def _inside_fraction(points: np.ndarray, center: np.ndarray, size: np.ndarray, yaw: float) -> float:
     local = points[:, :2] - center[:2]
     c, s = np.cos(yaw), np.sin(yaw)
