@@ -100,7 +100,8 @@ class FusionPipeline:
                             self._brightness[name] = e.estimates['mean_brightness']
                     dark = [name for name, b in self._brightness.items() if b < self.config.consistency.camera_dark_mean]
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency,
-                                                  blind, dark, self.health.blind_radars(), self.health.radar_mounts())
+                                                  blind, dark, self.health.blind_radars(), self.health.radar_mounts(),
+                                                  self.health.lost_lidar_sectors())
                     healthy = [all(e.state == 'ok' for e in estimates.values() if e.modality == m) for m in MODALITIES]
                     tracked = self.consistency.update(frame, detections, evidence, self.head.classes,
                                                       self.config.consistency, healthy)

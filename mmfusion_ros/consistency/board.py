@@ -150,6 +150,17 @@ class HealthBoard:
         """Radars health calls silent or failed."""
         return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
 
+    def lost_lidar_sectors(self) -> dict[str, tuple[Any, float, float]]:
+        """Lidars health calls sector_loss, each as (its mount, the lost arc's start and end in degrees
+        of azimuth in the lidar's frame, counter-clockwise)."""
+        lost = {}
+        for name, e in self.last.items():
+            start, end = e.estimates.get('sector_start_deg', np.nan), e.estimates.get('sector_end_deg', np.nan)
+            if e.modality == 'lidar' and 'sector_loss' in e.conditions and name in self.mounts \
+                    and np.isfinite(start) and np.isfinite(end):
+                lost[name] = (self.mounts[name], float(start), float(end))
+        return lost
+
     def radar_mounts(self) -> dict[str, Any]:
         return {n: m for n, m in self.mounts.items() if n in self.config.sensors and
                 self.config.sensors[n].modality == 'radar'}

@@ -16,7 +16,8 @@ Evidence per detection and modality (camera, lidar, radar):
   (pedestrians and cyclists: ``camera_small_range_m``),
   not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
   by its health, so it can not support the object), ``lidar_expected`` (in range, not in the shadow of nearer
-  large objects), ``radar_expected`` (the same; pedestrians only nearer).
+  large objects; ``lidar_blind`` in an azimuth sector health says the lidar has lost), ``radar_expected``
+  (the same; pedestrians only nearer).
 
 Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
 
@@ -82,6 +83,7 @@ class DetectionEvidence:
     in_camera_view: np.ndarray  # (N,) bool in a camera image, in range, not hidden
     camera_blind: np.ndarray  # (N,) bool every camera that should see it is black, frozen or failed (health)
     radar_blind: np.ndarray  # (N,) bool every radar whose field of view holds it is silent or failed (health)
+    lidar_blind: np.ndarray  # (N,) bool in an azimuth sector every lidar has lost (health: sector_loss)
     lidar_expected: np.ndarray  # (N,) bool
     radar_expected: np.ndarray  # (N,) bool
     present: tuple[bool, bool, bool]  # the modality is in the frame
@@ -99,6 +101,7 @@ class DetectionEvidence:
         support[:, 1] |= self.lidar_points >= config.min_lidar_points
         support[:, 2] |= self.radar_points >= config.min_radar_points
         support[:, 2] &= ~self.radar_blind  # returns left from before it fell silent are no support now
+        support[:, 1] &= ~self.lidar_blind  # nor older sweeps' points in a sector the lidar has lost
         return support & np.array(self.present)[None, :]
 
     def doppler_residual(self, velocities: np.ndarray) -> np.ndarray:
@@ -126,7 +129,7 @@ class DetectionEvidence:
         n3 = np.zeros((0, 3))
         return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
                    np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0),
-                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool),
+                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool),
                    np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), present)
 
 
@@ -355,11 +358,25 @@ def _radar_blind(detections: Detections3D, mounts: Mapping[str, RigidTransform],
     return covered & ~covered_by_sighted
 
 
+def _lidar_blind(detections: Detections3D, lost: Mapping[str, tuple[RigidTransform, float, float]]) -> np.ndarray:
+    """Objects whose centre lies in the lost azimuth arc of every lidar that has lost one."""
+    if not lost:
+        return np.zeros(len(detections), bool)
+    blind = np.ones(len(detections), bool)
+    for mount, start, end in lost.values():
+        local = mount.inverse().apply(detections.centers)
+        azimuth = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
+        blind &= np.mod(azimuth - start, 360.0) <= np.mod(end - start, 360.0)
+    return blind
+
+
 def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutputs, grid: GridConfig,
                        head: HeadConfig, config: ConsistencySection,
                        blind_cameras: Iterable[str] = (), dark_cameras: Iterable[str] = (),
                        blind_radars: Iterable[str] = (),
-                       radar_mounts: Mapping[str, RigidTransform] | None = None) -> DetectionEvidence:
+                       radar_mounts: Mapping[str, RigidTransform] | None = None,
+                       lost_lidar_sectors: Mapping[str, tuple[RigidTransform, float, float]] | None = None,
+                       ) -> DetectionEvidence:
     """Each modality's evidence for each of ``detections`` (in the frame's base frame).
 
     ``blind_cameras``: cameras whose health says they see nothing (black, frozen, failed): an object
@@ -367,6 +384,8 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     ``dark_cameras``: cameras whose image is too dark to see by (night): not expected to see anything.
     ``blind_radars`` (silent or failed by health) with every radar's ``radar_mounts`` (radar -> base; a
     silent radar's last known): an object only blind radars cover has no radar support.
+    ``lost_lidar_sectors``: per lidar health calls sector_loss, (its mount, lost arc start, end in
+    degrees): an object in the arc has no lidar support (older sweeps still show it for a while).
     """
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
@@ -399,6 +418,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     return DetectionEvidence(
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
         *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,
+        _lidar_blind(detections, lost_lidar_sectors or {}),
         (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
         present)  # type: ignore[arg-type]
 

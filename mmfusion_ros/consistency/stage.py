@@ -97,8 +97,9 @@ class ConsistencyStage:
         confirmed = self.filter.update(ids, names, scores)
         # A camera whose health is failed (black, frozen) was confirmed over frames already: what only it
         # should see is missing in the camera from the first frame, without waiting for the filter.
-        # (and the same for a radar that health calls silent or failed).
+        # (and the same for a radar that health calls silent or failed, and a lidar's lost sector).
         at_once = [{m for m, blind in (('missing_in_camera', evidence.camera_blind[i]),
+                                        ('missing_in_lidar', evidence.lidar_blind[i]),
                                         ('missing_in_radar', evidence.radar_blind[i])) if blind and m in names[i]}
                    for i in range(n)]
         confirmed = tuple(tuple(sorted({*flags, *extra})) if extra else flags

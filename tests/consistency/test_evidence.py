@@ -309,3 +309,28 @@ def test_a_healthy_modality_that_never_saw_an_object_has_a_blind_spot_there():
     # A radar that health does not call ok learns no blind spot.
     flags = run(ConsistencyStage(), [unseen] * (frames + 4), healthy=(True, True, False))
     assert all('missing_in_radar' in f for f in flags[1:])
+
+
+def test_an_object_in_a_sector_the_lidar_lost_has_no_lidar_support_and_is_flagged_at_once():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    ahead, behind = car(20, 2), car(-20, -2)
+    both = Detections3D(0, 'base_link', np.concatenate([ahead.centers, behind.centers]),
+                        np.concatenate([ahead.sizes, behind.sizes]), np.zeros(2), np.zeros((2, 2)), ('car', 'car'),
+                        np.array([0.9, 0.9]))
+    out = outputs(heat_at([(20, 2, 'car', 0.8), (-20, -2, 'car', 0.8)]),
+                  heat_at([(20, 2, 'car', 0.9), (-20, -2, 'car', 0.9)]),  # older sweeps still show both
+                  heat_at([(20, 2, 'car', 0.7), (-20, -2, 'car', 0.7)]))
+    f = frame(np.concatenate([lidar_in_box(20, 2), lidar_in_box(-20, -2)]),
+              np.concatenate([radar_at(20, 2, 0.0), radar_at(-20, -2, 0.0)]), [front_camera()])
+    mount = RigidTransform.from_matrix(np.eye(4))
+    # The arc 150 deg -> -150 deg (across the back, wrapping at 180) is lost: the car behind is in it.
+    lost = {'lidar_top': (mount, 150.0, -150.0)}
+    evidence = detection_evidence(f, both, out, GRID, HEAD, CONFIG, lost_lidar_sectors=lost)
+    assert evidence.lidar_blind.tolist() == [False, True]
+    assert evidence.supports(CONFIG)[:, 1].tolist() == [True, False]
+    stage = ConsistencyStage()
+    assert stage.update(f, both, evidence, CLASSES, CONFIG).flags == ((), ('missing_in_lidar',))
+    # The arc ahead instead: the car ahead is in it.
+    ahead_lost = detection_evidence(f, both, out, GRID, HEAD, CONFIG, lost_lidar_sectors={'lidar_top': (mount, -30.0, 30.0)})
+    assert ahead_lost.lidar_blind.tolist() == [True, False]
