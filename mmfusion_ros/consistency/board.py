@@ -42,6 +42,9 @@ DRIFT_EVERY = 2  # frames between two drift updates (one camera each, in turn): 
 GROUND_CLEARANCE_M = 0.3
 
 
+SAME_SCAN_S = 0.002  # two scans of one radar whose stamps differ by less are the same scan
+
+
 class HealthBoard:
     def __init__(self, config: FusionConfig) -> None:
         self.config = config
@@ -113,9 +116,9 @@ class HealthBoard:
             elif isinstance(monitor, RadarHealth):
                 points = self._sensor_points(frame, name, 'radar', newest=True)
                 if points is not None:
-                    scan_age = self._newest_age(frame, name)
-                    scan_stamp = stamp / 1e9 - scan_age
-                    if self._last_scan.get(name) == scan_stamp:
+                    # The scan's stamp from its age (float32 seconds: equal only to within rounding).
+                    scan_stamp = stamp / 1e9 - self._newest_age(frame, name)
+                    if abs(self._last_scan.get(name, -np.inf) - scan_stamp) < SAME_SCAN_S:
                         points = None  # the same scan as last frame: no news from this radar
                     else:
                         self._last_scan[name] = scan_stamp
@@ -124,7 +127,8 @@ class HealthBoard:
                     if support_grid is None:
                         support_grid = self._support_grid(lidar_now)
                     supported = self._lidar_support(frame, name, support_grid)
-                self.last[name] = monitor.update(stamp, points, supported)
+                scan_ns = int(round(self._last_scan[name] * 1e9)) if name in self._last_scan else None
+                self.last[name] = monitor.update(stamp, points, supported, scan_ns)
         self._update_drift(frame, lidar_now)
         return dict(self.last)
 

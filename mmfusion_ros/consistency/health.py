@@ -177,9 +177,11 @@ class _SensorHealth(abc.ABC):
     def _reset_content(self) -> None:
         """Forget what the modality's own checks remember (references, previous images)."""
 
-    def _timing(self, stamp_ns: int, fresh: bool) -> dict[str, float]:
-        """Steps silence and rate for an update at ``stamp_ns``; ``fresh``: it brings a new message."""
+    def _timing(self, stamp_ns: int, fresh: bool, data_ns: int | None = None) -> dict[str, float]:
+        """Steps silence and rate for an update at ``stamp_ns``; ``fresh``: it brings a new message,
+        stamped ``data_ns`` (default ``stamp_ns``)."""
         stamp_ns = int(stamp_ns)
+        data_ns = stamp_ns if data_ns is None else int(data_ns)
         if self._last_ns is not None and stamp_ns < self._last_ns:
             self.reset()
         if self._first_ns is None:
@@ -190,8 +192,8 @@ class _SensorHealth(abc.ABC):
         if fresh:
             if silent.active:
                 self._rate_from_ns = stamp_ns  # the silence is reported; the rate counts from its end
-            self._last_data_ns = stamp_ns
-            self._data_ns.append(stamp_ns)
+            self._last_data_ns = data_ns
+            self._data_ns.append(data_ns)
         window_ns = config.rate_window_s * NS_PER_S
         while self._data_ns and self._data_ns[0] <= stamp_ns - window_ns:
             self._data_ns.popleft()
@@ -512,10 +514,11 @@ class RadarHealth(_SensorHealth):
         self._baseline: deque[tuple[int, int]] = deque(maxlen=config.reference_sweeps)  # of ordinary scans
 
     def update(self, stamp_ns: int, xyz_sensor: np.ndarray | None,
-               supported: np.ndarray | None = None) -> HealthEstimate:
+               supported: np.ndarray | None = None, scan_ns: int | None = None) -> HealthEstimate:
         """Judge one update: ``xyz_sensor`` the returns ``(N, 3)`` of a new scan in the radar frame, or
         ``None`` when no scan came since the last update; ``supported`` ``(N,)`` bool, whether each
-        return has lidar or detection support nearby (None: unknown, ghosts are not judged).
+        return has lidar or detection support nearby (None: unknown, ghosts are not judged);
+        ``scan_ns`` the new scan's own stamp (default ``stamp_ns``): silence counts from it.
         """
         if xyz_sensor is not None:
             xyz_sensor = np.asarray(xyz_sensor)
@@ -527,8 +530,9 @@ class RadarHealth(_SensorHealth):
                 raise ValueError(f'RadarHealth({self.sensor!r}): supported must be (N,) bool for the N = '
                                  f'{None if xyz_sensor is None else len(xyz_sensor)} returns, got '
                                  f'{supported.shape} {supported.dtype}')
-        fresh = xyz_sensor is not None and stamp_ns != self._last_data_ns
-        estimates = self._timing(stamp_ns, fresh)
+        data_ns = stamp_ns if scan_ns is None else min(int(scan_ns), int(stamp_ns))
+        fresh = xyz_sensor is not None and data_ns != self._last_data_ns
+        estimates = self._timing(stamp_ns, fresh, data_ns)
         warming_up = supported is not None and len(self._baseline) < self.config.reference_min
         returns, fraction = math.nan, math.nan
         if fresh:

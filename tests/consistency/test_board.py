@@ -1,0 +1,44 @@
+"""The health board over frames: which monitor hears what, and when."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmfusion_ros.config import load_config
+from mmfusion_ros.consistency.board import HealthBoard
+from mmfusion_ros.frame import RADAR_FIELDS, Frame
+from mmfusion_ros.types import NS_PER_S, RigidTransform
+
+
+def test_a_radar_scan_repeated_in_frames_is_no_news_and_silence_counts_from_its_stamp():
+    """20 Hz frames carry each 13 Hz scan of radar_front (ages in float32 seconds, as frames hold them)
+    until it stops; silent once 1.6 periods have passed since its last scan, not since a frame showed it."""
+    config = load_config()
+    board = HealthBoard(config)
+    names = tuple(config.sensors_of('radar'))
+    index = names.index('radar_front')
+    period = NS_PER_S / 13
+    scans = [round(i * period) for i in range(20)]  # about 1.5 s of scans, then none
+    mount = RigidTransform.from_matrix(np.eye(4))
+    rng = np.random.default_rng(0)
+    silent_at = None
+    for k in range(50):
+        now = k * NS_PER_S // 20
+        newest = max((s for s in scans if s <= now), default=None)
+        radar = np.zeros((12, len(RADAR_FIELDS)), np.float32)
+        radar[:, 0] = rng.uniform(5, 40, 12)
+        radar[:, 1] = rng.uniform(-5, 5, 12)
+        if newest is None or now - newest > 5 * period:
+            radar, source = None, None
+        else:
+            radar[:, -1] = np.float32((now - newest) / NS_PER_S)
+            source = np.full(12, index, np.int16)
+        frame = Frame(now, 'base_link', radar=radar, radar_sensor=source, radar_sensors=names,
+                      sensor_to_base={'radar_front': mount})
+        estimate = board.update(frame)['radar_front']
+        if 'silent' in estimate.conditions and silent_at is None:
+            silent_at = now
+        if newest is not None and now - scans[-1] <= 1.6 * period:
+            assert 'silent' not in estimate.conditions, (k, estimate)
+    assert silent_at is not None
+    assert 1.6 * period < silent_at - scans[-1] <= 1.6 * period + NS_PER_S / 20
