@@ -11,7 +11,7 @@ conditions behind it and the numbers behind those. The conditions, as published 
   nominal rate (not during a silence, nor for a window after one).
 - ``blackout`` (camera, failed): the grey image is dark and flat.
 - ``frozen`` (camera, failed): the same image again, full-resolution mean difference about zero, while
-  time advances.
+  time advances (called at the first repeat: no confirming frames).
 - ``overexposed`` (camera, degraded / failed): the share of pixels saturated in all three channels.
 - ``occluded`` (camera, degraded / failed): regions of textured blocks that match each of the last
   ``occlusion_window`` images while the rest of the scene moves.
@@ -156,7 +156,9 @@ class _SensorHealth(abc.ABC):
         self.sensor = sensor
         self.config = config
         self.rate_hz = rate_hz
-        self._conditions = {name: _Condition(1 if name in ('silent', 'rate_low') else config.confirm_frames,
+        # Silence, a low rate and a repeated image are facts, not noisy readings: no confirming frames
+        # (a camera's noise makes two images of a moving scene differ; the same image twice is a fault).
+        self._conditions = {name: _Condition(1 if name in ('silent', 'rate_low', 'frozen') else config.confirm_frames,
                                              config.clear_frames)
                             for name in ('silent', 'rate_low', *self.content)}
         self.reset()
