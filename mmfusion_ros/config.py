@@ -398,7 +398,7 @@ class HealthSection:
     # each of the last occlusion_window images while the scene moves, in regions of occlusion_min_region
     # or more: an opaque, textured patch on the lens (a featureless one reads like sky).
     occlusion_grid: tuple[int, int] = (32, 18)  # blocks across, down
-    occlusion_window: int = 8  # images; also the delay before an occlusion can show
+    occlusion_window: int = 6  # images; also the delay before an occlusion can show
     occlusion_max_change: float = 0.75  # grey levels, a block's mean |difference|: unchanged
     occlusion_min_texture: float = 1.5  # grey levels, sqrt of the smaller structure tensor eigenvalue
     # With ego motion unknown, this share of the textured blocks must change by occlusion_moving_change or
@@ -406,7 +406,7 @@ class HealthSection:
     occlusion_moving_change: float = 2.0
     occlusion_min_moving: float = 0.5
     occlusion_min_region: float = 0.03  # share of the image
-    occluded_fraction: float = 0.1  # stuck share: 'occluded', degraded from here ...
+    occluded_fraction: float = 0.2  # stuck share: 'occluded', degraded from here (distant scenery holds still for 0.1)
     occluded_failed_fraction: float = 0.5  # ... failed from here
     # Lidar occupancy, by azimuth bins and by beam (ring, else elevation bins) of the sweep in the lidar
     # frame, against the per-bin median of the last reference_sweeps healthy sweeps.
