@@ -154,6 +154,18 @@ class HealthBoard:
         """Radars health calls silent or failed."""
         return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
 
+    def degraded_sensors(self) -> dict[str, str]:
+        """Sensors whose health is not ok (sensor -> modality); a lidar whose only trouble is a lost
+        sector is left out (what lies in the sector is judged per object)."""
+        out = {}
+        for name, e in self.last.items():
+            trouble = set(e.conditions) - {'warming_up'}
+            if e.modality == 'lidar':
+                trouble -= {'sector_loss'}
+            if e.state != 'ok' and trouble:
+                out[name] = e.modality
+        return out
+
     def lost_lidar_sectors(self) -> dict[str, tuple[Any, float, float]]:
         """Lidars health calls sector_loss, each as (its mount, the lost arc's start and end in degrees
         of azimuth in the lidar's frame, counter-clockwise)."""

@@ -23,6 +23,8 @@ Flags (``disagreement_flags``), each with a score (how far past its threshold, >
 
 - ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
   support it (its head's best class below ``support_score`` and, for lidar and radar, too few returns);
+- ``degraded:<m>``: the object is in the view of a sensor of ``m`` whose health is not ok (its
+  evidence for the object, or its absence, comes from a sensor in trouble);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
 - ``velocity_conflict:radar``: fewer than ``doppler_agreement`` of the object's radar returns have a
   doppler within ``velocity_tolerance_mps`` + 25 % of its speed of its radial velocity (each return
@@ -84,6 +86,7 @@ class DetectionEvidence:
     camera_blind: np.ndarray  # (N,) bool every camera that should see it is black, frozen or failed (health)
     radar_blind: np.ndarray  # (N,) bool every radar whose field of view holds it is silent or failed (health)
     lidar_blind: np.ndarray  # (N,) bool in an azimuth sector every lidar has lost (health: sector_loss)
+    degraded: np.ndarray  # (N, 3) bool in the view of a sensor of that modality whose health is not ok
     lidar_expected: np.ndarray  # (N,) bool
     radar_expected: np.ndarray  # (N,) bool
     present: tuple[bool, bool, bool]  # the modality is in the frame
@@ -129,7 +132,7 @@ class DetectionEvidence:
         n3 = np.zeros((0, 3))
         return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
                    np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0),
-                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool),
+                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), np.zeros((0, 3), bool),
                    np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), present)
 
 
@@ -241,12 +244,15 @@ def _covered(boxes: np.ndarray, order: np.ndarray, hides: np.ndarray, threshold:
 
 
 def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySection,
-                 blind_cameras: frozenset[str], dark_cameras: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(in some camera's view, every camera whose view it is in is blind); dark cameras see nothing."""
+                 blind_cameras: frozenset[str], dark_cameras: frozenset[str],
+                 degraded_cameras: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(in some camera's view, every camera whose view it is in is blind, in a degraded camera's view);
+    dark cameras see nothing."""
     corners = _box_corners(detections)  # (N, 8, 3)
     n = len(detections)
     seen = np.zeros(n, bool)
     seen_by_sighted = np.zeros(n, bool)
+    seen_by_degraded = np.zeros(n, bool)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
     big = np.array([label in _BIG_CLASSES for label in detections.labels])
     small = np.array([label in _SMALL_CLASSES for label in detections.labels])
@@ -281,7 +287,9 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         seen |= candidate & ~hidden
         if view.name not in blind_cameras:
             seen_by_sighted |= candidate & ~hidden
-    return seen, seen & ~seen_by_sighted
+        if view.name in degraded_cameras:
+            seen_by_degraded |= candidate & ~hidden
+    return seen, seen & ~seen_by_sighted, seen_by_degraded
 
 
 def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarray:
@@ -340,18 +348,25 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
     return measured, mean_los, np.concatenate(used_rows), np.concatenate(used_radial), np.concatenate(used_los)
 
 
-def _radar_blind(detections: Detections3D, mounts: Mapping[str, RigidTransform], blind: frozenset[str],
-                 config: ConsistencySection) -> np.ndarray:
+def _radar_coverage(detections: Detections3D, mounts: Mapping[str, RigidTransform],
+                    config: ConsistencySection) -> dict[str, np.ndarray]:
+    """Per radar, (N,) bool: the object is inside its field of view and range."""
+    coverage = {}
+    for name, mount in mounts.items():
+        local = mount.inverse().apply(detections.centers)  # (N, 3) in the radar's frame, x ahead
+        bearing = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
+        coverage[name] = (np.abs(bearing) <= config.radar_hfov_deg / 2) & \
+            (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m)
+    return coverage
+
+
+def _radar_blind(n: int, coverage: Mapping[str, np.ndarray], blind: frozenset[str]) -> np.ndarray:
     """Objects inside the field of view of some radar, and of blind radars only."""
-    n = len(detections)
     covered = np.zeros(n, bool)
     covered_by_sighted = np.zeros(n, bool)
     if not blind:
         return covered
-    for name, mount in mounts.items():
-        local = mount.inverse().apply(detections.centers)  # (N, 3) in the radar's frame, x ahead
-        bearing = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
-        inside = (np.abs(bearing) <= config.radar_hfov_deg / 2) & (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m)
+    for name, inside in coverage.items():
         covered |= inside
         if name not in blind:
             covered_by_sighted |= inside
@@ -376,7 +391,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
                        blind_radars: Iterable[str] = (),
                        radar_mounts: Mapping[str, RigidTransform] | None = None,
                        lost_lidar_sectors: Mapping[str, tuple[RigidTransform, float, float]] | None = None,
-                       ) -> DetectionEvidence:
+                       degraded_sensors: Mapping[str, str] | None = None) -> DetectionEvidence:
     """Each modality's evidence for each of ``detections`` (in the frame's base frame).
 
     ``blind_cameras``: cameras whose health says they see nothing (black, frozen, failed): an object
@@ -386,6 +401,9 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     silent radar's last known): an object only blind radars cover has no radar support.
     ``lost_lidar_sectors``: per lidar health calls sector_loss, (its mount, lost arc start, end in
     degrees): an object in the arc has no lidar support (older sweeps still show it for a while).
+    ``degraded_sensors`` (sensor -> modality): sensors whose health is not ok; an object in one's view
+    (a camera's image, the lidar's range, a radar's field of view) has that modality's evidence from
+    a sensor in trouble (``degraded``).
     """
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
@@ -413,12 +431,22 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     pedestrian = np.array([label == 'pedestrian' for label in detections.labels])
     shadowed = _shadowed(detections, config)
     radar_range = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
-    in_view, blind = _camera_view(frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras))
-    radar_blind = _radar_blind(detections, radar_mounts or {}, frozenset(blind_radars), config)
+    degraded_sensors = degraded_sensors or {}
+    in_view, blind, camera_degraded = _camera_view(
+        frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras),
+        frozenset(name for name, m in degraded_sensors.items() if m == 'camera'))
+    coverage = _radar_coverage(detections, radar_mounts or {}, config)
+    radar_blind = _radar_blind(n, coverage, frozenset(blind_radars))
+    degraded = np.zeros((n, 3), bool)
+    degraded[:, 0] = camera_degraded
+    degraded[:, 1] = any(m == 'lidar' for m in degraded_sensors.values()) & (distance <= config.lidar_range_m)
+    for name, inside in coverage.items():
+        if degraded_sensors.get(name) == 'radar':
+            degraded[:, 2] |= inside
     return DetectionEvidence(
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
         *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,
-        _lidar_blind(detections, lost_lidar_sectors or {}),
+        _lidar_blind(detections, lost_lidar_sectors or {}), degraded,
         (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
         present)  # type: ignore[arg-type]
 
@@ -453,6 +481,9 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
             if expected[i, k] and not support[i, k]:
                 head = 0.0 if np.isnan(evidence.head[i, k]) else evidence.head[i, k]
                 flags.append((f'missing_in_{m}', round(1.0 + (config.support_score - head) / config.support_score, 3)))
+        for k, m in enumerate(MODALITIES):
+            if evidence.degraded[i, k] and evidence.present[k]:
+                flags.append((f'degraded:{m}', 1.0))
         backing = [k for k in range(3) if support[i, k]]
         if len(backing) == 1 and expected[i].sum() >= 2:
             k = backing[0]

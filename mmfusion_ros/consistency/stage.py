@@ -101,6 +101,7 @@ class ConsistencyStage:
         at_once = [{m for m, blind in (('missing_in_camera', evidence.camera_blind[i]),
                                         ('missing_in_lidar', evidence.lidar_blind[i]),
                                         ('missing_in_radar', evidence.radar_blind[i])) if blind and m in names[i]}
+                   | {flag for flag in names[i] if flag.startswith('degraded:')}  # health confirmed it
                    for i in range(n)]
         confirmed = tuple(tuple(sorted({*flags, *extra})) if extra else flags
                           for flags, extra in zip(confirmed, at_once))

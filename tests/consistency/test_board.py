@@ -42,3 +42,24 @@ def test_a_radar_scan_repeated_in_frames_is_no_news_and_silence_counts_from_its_
             assert 'silent' not in estimate.conditions, (k, estimate)
     assert silent_at is not None
     assert 1.6 * period < silent_at - scans[-1] <= 1.6 * period + NS_PER_S / 20
+
+
+def test_sensors_in_trouble_and_lost_lidar_sectors():
+    from mmfusion_ros.consistency.health import HealthEstimate
+
+    board = HealthBoard(load_config())
+    mount = RigidTransform.from_matrix(np.eye(4))
+    board.mounts['lidar_top'] = mount
+    sector = {'sector_start_deg': 150.0, 'sector_end_deg': -150.0}
+    board.last = {
+        'cam_front': HealthEstimate('cam_front', 'camera', 'degraded', 0.6, ('overexposed',), {}),
+        'cam_back': HealthEstimate('cam_back', 'camera', 'ok', 1.0, ('warming_up',), {}),
+        'lidar_top': HealthEstimate('lidar_top', 'lidar', 'degraded', 0.8, ('sector_loss',), sector),
+        'radar_front': HealthEstimate('radar_front', 'radar', 'failed', 0.0, ('silent',), {}),
+    }
+    # A lidar that only lost a sector is judged per object in the sector, not everywhere.
+    assert board.degraded_sensors() == {'cam_front': 'camera', 'radar_front': 'radar'}
+    assert board.lost_lidar_sectors() == {'lidar_top': (mount, 150.0, -150.0)}
+    assert board.blind_radars() == ['radar_front']
+    board.last['lidar_top'] = HealthEstimate('lidar_top', 'lidar', 'degraded', 0.5, ('sector_loss', 'beam_loss'), sector)
+    assert board.degraded_sensors()['lidar_top'] == 'lidar'

@@ -334,3 +334,32 @@ def test_an_object_in_a_sector_the_lidar_lost_has_no_lidar_support_and_is_flagge
     # The arc ahead instead: the car ahead is in it.
     ahead_lost = detection_evidence(f, both, out, GRID, HEAD, CONFIG, lost_lidar_sectors={'lidar_top': (mount, -30.0, 30.0)})
     assert ahead_lost.lidar_blind.tolist() == [True, False]
+
+
+def test_objects_in_the_view_of_a_sensor_in_trouble_say_so_at_once():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    ahead, behind = car(20, 2), car(-20, -2)
+    both = Detections3D(0, 'base_link', np.concatenate([ahead.centers, behind.centers]),
+                        np.concatenate([ahead.sizes, behind.sizes]), np.zeros(2), np.zeros((2, 2)), ('car', 'car'),
+                        np.array([0.9, 0.9]))
+    out = outputs(heat_at([(20, 2, 'car', 0.8), (-20, -2, 'car', 0.8)]),
+                  heat_at([(20, 2, 'car', 0.9), (-20, -2, 'car', 0.9)]),
+                  heat_at([(20, 2, 'car', 0.7), (-20, -2, 'car', 0.7)]))
+    f = frame(np.concatenate([lidar_in_box(20, 2), lidar_in_box(-20, -2)]),
+              np.concatenate([radar_at(20, 2, 0.0), radar_at(-20, -2, 0.0)]), [front_camera()])
+    front_radar = RigidTransform.from_matrix(np.eye(4))  # at the origin, looking ahead
+    mounts = {'radar_front': front_radar}
+
+    def flags(degraded):
+        evidence = detection_evidence(f, both, out, GRID, HEAD, CONFIG, radar_mounts=mounts, degraded_sensors=degraded)
+        return ConsistencyStage().update(f, both, evidence, CLASSES, CONFIG).flags  # one frame: health confirmed
+
+    assert flags({}) == ((), ())
+    # The glaring front camera sees only the car ahead; the car behind is no camera's.
+    assert flags({'cam_front': 'camera'}) == (('degraded:camera',), ())
+    # A lidar losing beams: everything in its range.
+    assert flags({'lidar_top': 'lidar'}) == (('degraded:lidar',), ('degraded:lidar',))
+    # The front radar's ghosts: what is in its field of view.
+    assert flags({'radar_front': 'radar'}) == (('degraded:radar',), ())
+    assert flag_modality('degraded:radar') == 'radar'
