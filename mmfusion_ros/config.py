@@ -389,8 +389,9 @@ class HealthSection:
     blackout_max_mean: float = 10.0  # grey levels (0-255): mean at most this ...
     blackout_max_std: float = 4.0  # ... and spread at most this: 'blackout' (failed)
     # Mean |difference| to the previous image (full resolution, grey levels) up to which it is the same image
-    # again: a real sensor's noise alone changes more. confirm_frames repeats in a row: 'frozen' (failed).
-    frozen_max_change: float = 0.1
+    # again ('frozen', failed, at once): a stuck driver republishes the same bytes (0.0); a real sensor's
+    # noise changes more, and so does a moving noise-free render of a bare wall (0.08 to 0.1 per frame).
+    frozen_max_change: float = 0.02
     saturation_level: int = 250  # a pixel whose three channels all reach this is saturated
     overexposed_fraction: float = 0.3  # saturated share: 'overexposed', degraded from here ...
     overexposed_failed_fraction: float = 0.7  # ... failed from here
@@ -405,7 +406,7 @@ class HealthSection:
     # more for the scene to count as moving: a standing vehicle's still surroundings are no occlusion.
     occlusion_moving_change: float = 2.0
     occlusion_min_moving: float = 0.5
-    occlusion_min_region: float = 0.03  # share of the image
+    occlusion_min_region: float = 0.12  # share of the image in one region (scattered still blocks are distant scenery)
     occluded_fraction: float = 0.2  # stuck share: 'occluded', degraded from here (distant scenery holds still for 0.1)
     occluded_failed_fraction: float = 0.5  # ... failed from here
     # Lidar occupancy, by azimuth bins and by beam (ring, else elevation bins) of the sweep in the lidar
