@@ -112,21 +112,21 @@ class HealthBoard:
                 else:
                     self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving)
             elif isinstance(monitor, LidarHealth):
-                self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar', newest=True))
+                self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):
-                points = self._sensor_points(frame, name, 'radar', newest=True)
-                if points is not None:
+                newest = self._newest_rows(frame, name, 'radar')
+                points = supported = None
+                if newest is not None and name in frame.sensor_to_base:
+                    rows, scan_age = newest
                     # The scan's stamp from its age (float32 seconds: equal only to within rounding).
-                    scan_stamp = stamp / 1e9 - self._newest_age(frame, name)
-                    if abs(self._last_scan.get(name, -np.inf) - scan_stamp) < SAME_SCAN_S:
-                        points = None  # the same scan as last frame: no news from this radar
-                    else:
-                        self._last_scan[name] = scan_stamp
-                supported = None
-                if points is not None and lidar_now is not None:
-                    if support_grid is None:
-                        support_grid = self._support_grid(lidar_now)
-                    supported = self._lidar_support(frame, name, support_grid)
+                    scan_stamp = stamp / 1e9 - scan_age
+                    if abs(self._last_scan.get(name, -np.inf) - scan_stamp) >= SAME_SCAN_S:
+                        self._last_scan[name] = scan_stamp  # news from this radar (else: the same scan again)
+                        points = self._in_sensor(frame, name, frame.radar[rows])  # type: ignore[index]
+                        if lidar_now is not None:
+                            if support_grid is None:
+                                support_grid = self._support_grid(lidar_now)
+                            supported = self._lidar_support(frame.radar[rows, :2], support_grid)  # type: ignore[index]
                 scan_ns = int(round(self._last_scan[name] * 1e9)) if name in self._last_scan else None
                 self.last[name] = monitor.update(stamp, points, supported, scan_ns)
         self._update_drift(frame, lidar_now)
@@ -236,22 +236,28 @@ class HealthBoard:
         rows = np.flatnonzero(source == names.index(name))
         return rows if len(rows) else None
 
-    def _newest_age(self, frame: Frame, name: str) -> float:
-        rows = self._rows(frame, name, 'radar')
-        return float(frame.radar[rows, -1].min()) if rows is not None else np.inf  # type: ignore[index]
-
-    def _sensor_points(self, frame: Frame, name: str, modality: str, newest: bool) -> np.ndarray | None:
-        """The sensor's newest scan in its own frame (None: nothing from it in this frame)."""
+    def _newest_rows(self, frame: Frame, name: str, modality: str) -> tuple[np.ndarray, float] | None:
+        """The rows of the sensor's newest scan in the frame and that scan's age (None: nothing from it)."""
         rows = self._rows(frame, name, modality)
-        mount = frame.sensor_to_base.get(name)
-        if rows is None or mount is None:
+        if rows is None:
             return None
         cloud = frame.lidar if modality == 'lidar' else frame.radar
-        assert cloud is not None
-        age = cloud[rows, -1]
-        if newest:
-            rows = rows[age <= age.min() + 1e-3]
-        return mount.inverse().apply(cloud[rows, :3].astype(np.float64)).astype(np.float32)
+        age = cloud[rows, -1]  # type: ignore[index]
+        newest = float(age.min())
+        return rows[age <= newest + 1e-3], newest
+
+    @staticmethod
+    def _in_sensor(frame: Frame, name: str, rows: np.ndarray) -> np.ndarray:
+        """Cloud rows' points in the sensor's own frame (its mount must be known)."""
+        return frame.sensor_to_base[name].inverse().apply(rows[:, :3].astype(np.float64)).astype(np.float32)
+
+    def _sensor_points(self, frame: Frame, name: str, modality: str) -> np.ndarray | None:
+        """The sensor's newest scan in its own frame (None: nothing from it in this frame)."""
+        newest = self._newest_rows(frame, name, modality)
+        if newest is None or name not in frame.sensor_to_base:
+            return None
+        cloud = frame.lidar if modality == 'lidar' else frame.radar
+        return self._in_sensor(frame, name, cloud[newest[0]])  # type: ignore[index]
 
     @staticmethod
     def _support_grid(lidar_now: np.ndarray) -> np.ndarray:
@@ -269,18 +275,14 @@ class HealthBoard:
                 grown[1:-1, 1:-1] |= occupied[1 + dx:cells + 1 + dx, 1 + dy:cells + 1 + dy]
         return grown
 
-    def _lidar_support(self, frame: Frame, name: str, grown: np.ndarray) -> np.ndarray | None:
-        rows = self._rows(frame, name, 'radar')
-        if rows is None:
-            return None
-        age = frame.radar[rows, -1]  # type: ignore[index]
-        rows = rows[age <= age.min() + 1e-3]
+    @staticmethod
+    def _lidar_support(xy: np.ndarray, grown: np.ndarray) -> np.ndarray:
+        """(R,) bool per radar return at ``xy`` (R, 2), base frame: near lidar points above the ground."""
         reach = SUPPORT_REACH_M
         cells = grown.shape[0] - 2
-        xy = frame.radar[rows, :2]  # type: ignore[index]
         ij = np.floor((xy + reach) / SUPPORT_CELL_M).astype(np.int64) + 1
         inside = np.all((ij >= 1) & (ij <= cells), axis=1)
-        supported = np.ones(len(rows), bool)  # beyond the lidar's reach: no evidence of a ghost
+        supported = np.ones(len(xy), bool)  # beyond the lidar's reach: no evidence of a ghost
         supported[inside] = grown[ij[inside, 0], ij[inside, 1]]
         return supported
 
