@@ -23,8 +23,8 @@ Flags (``disagreement_flags``), each with a score (how far past its threshold, >
 
 - ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
   support it (its head's best class below ``support_score`` and, for lidar and radar, too few returns);
-- ``degraded:<m>``: the object is in the view of a sensor of ``m`` whose health is not ok (its
-  evidence for the object, or its absence, comes from a sensor in trouble);
+- ``degraded:<m>``: the object is in the field of view of a sensor of ``m`` whose health is not ok
+  (however far: its evidence for the object, or its absence, comes from a sensor in trouble);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
 - ``velocity_conflict:radar``: fewer than ``doppler_agreement`` of the object's radar returns have a
   doppler within ``velocity_tolerance_mps`` + 25 % of its speed of its radial velocity (each return
@@ -275,7 +275,10 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         rect = np.clip(rect, [0, 0, 0, 0], [width, height, width, height])
         visible_area = np.maximum(rect[:, 2] - rect[:, 0], 0) * np.maximum(rect[:, 3] - rect[:, 1], 0)
         centre_in_front = to_camera.apply(detections.centers)[:, 2] > 0.5
-        candidate = centre_in_front & (visible_area > 4.0) & (distance <= camera_range)
+        in_image = centre_in_front & (visible_area > 4.0)
+        if view.name in degraded_cameras:
+            seen_by_degraded |= in_image  # imaged by a camera in trouble, whether it could resolve it or not
+        candidate = in_image & (distance <= camera_range)
         if not candidate.any():
             continue
         depth = np.linalg.norm(to_camera.apply(detections.centers), axis=1)
@@ -287,8 +290,6 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         seen |= candidate & ~hidden
         if view.name not in blind_cameras:
             seen_by_sighted |= candidate & ~hidden
-        if view.name in degraded_cameras:
-            seen_by_degraded |= candidate & ~hidden
     return seen, seen & ~seen_by_sighted, seen_by_degraded
 
 
@@ -349,14 +350,14 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
 
 
 def _radar_coverage(detections: Detections3D, mounts: Mapping[str, RigidTransform],
-                    config: ConsistencySection) -> dict[str, np.ndarray]:
-    """Per radar, (N,) bool: the object is inside its field of view and range."""
+                    config: ConsistencySection, reach: bool = True) -> dict[str, np.ndarray]:
+    """Per radar, (N,) bool: the object is inside its field of view (and, with ``reach``, its range)."""
     coverage = {}
     for name, mount in mounts.items():
         local = mount.inverse().apply(detections.centers)  # (N, 3) in the radar's frame, x ahead
         bearing = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
-        coverage[name] = (np.abs(bearing) <= config.radar_hfov_deg / 2) & \
-            (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m)
+        inside = np.abs(bearing) <= config.radar_hfov_deg / 2
+        coverage[name] = inside & (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m) if reach else inside
     return coverage
 
 
@@ -437,10 +438,11 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         frozenset(name for name, m in degraded_sensors.items() if m == 'camera'))
     coverage = _radar_coverage(detections, radar_mounts or {}, config)
     radar_blind = _radar_blind(n, coverage, frozenset(blind_radars))
+    # In trouble: every object in the sensor's field of view, however far (a lidar sees all around).
     degraded = np.zeros((n, 3), bool)
     degraded[:, 0] = camera_degraded
-    degraded[:, 1] = any(m == 'lidar' for m in degraded_sensors.values()) & (distance <= config.lidar_range_m)
-    for name, inside in coverage.items():
+    degraded[:, 1] = any(m == 'lidar' for m in degraded_sensors.values())
+    for name, inside in _radar_coverage(detections, radar_mounts or {}, config, reach=False).items():
         if degraded_sensors.get(name) == 'radar':
             degraded[:, 2] |= inside
     return DetectionEvidence(

@@ -15,7 +15,8 @@ Per fault type:
 - ``precision``: of the confirmed flags raised on detections in frames where the fault is active,
   the share that is on an affected object and names the faulted modality;
 - ``false_flag_rate_clean``: flagged detections / detections on the clean renders (and, per fault
-  type, on the frames of the faulted recordings before the fault starts);
+  type, on the frames of the faulted recordings before the fault starts); overall also
+  ``false_flag_rate_objects``: of the detections that are a scored ground-truth object, those flagged;
 - ``health_recall`` / ``health_latency_frames``: the faulted sensor's health leaves ``ok`` during the
   fault (and how many frames after its start), when the pipeline reports health;
 - ``mAP_fault``, ``mAP_clean``, ``NDS_fault``, ``NDS_clean`` over the frames of the fault window, and
@@ -41,7 +42,7 @@ from ..types import Detections3D
 from .detection import DetectionEvalConfig, evaluate_detections
 from .run import recordings, scored_truth
 
-__all__ = ['FaultFrame', 'evaluate_fault_recordings', 'fault_metrics', 'run_recording']
+__all__ = ['FaultFrame', 'clean_summary', 'evaluate_fault_recordings', 'fault_metrics', 'run_recording']
 
 MATCH_M = 2.0  # a detection within this of a ground-truth centre is that object's
 RECALL_FRAMES = 3
@@ -191,6 +192,22 @@ def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Seque
     }
 
 
+def clean_summary(runs: Sequence[Sequence[FaultFrame]]) -> dict[str, Any]:
+    """False flags on recordings without faults: of the detections, and of the detections that are a
+    scored ground-truth object (a flag on a false detection says the modalities disagree about
+    something that is not there, which is right); and the flags by kind."""
+    detections = sum(len(f.detections) for run in runs for f in run)
+    flagged = sum(1 for run in runs for f in run for flags in f.flags if flags)
+    objects = [(f, int(row)) for run in runs for f in run for row in f.matched if row >= 0]
+    objects_flagged = sum(1 for f, row in objects if f.flags[row])
+    kinds = collections.Counter(flag.split(':')[0] for run in runs for f in run for flags in f.flags for flag in flags)
+    return {'recordings': len(runs), 'frames': sum(len(run) for run in runs), 'detections': detections,
+            'false_flag_rate': round(flagged / detections, 4) if detections else None,
+            'objects': len(objects),
+            'false_flag_rate_objects': round(objects_flagged / len(objects), 4) if objects else None,
+            'flags_by_kind': dict(sorted(kinds.items()))}
+
+
 def evaluate_fault_recordings(faulted: Sequence[Path], clean: Sequence[Path], config: FusionConfig,
                               pipeline: FusionPipeline, progress: Callable[[Iterable], Iterable] = iter,
                               ) -> dict[str, Any]:
@@ -207,15 +224,8 @@ def evaluate_fault_recordings(faulted: Sequence[Path], clean: Sequence[Path], co
             continue
         by_type['+'.join(kinds)].append(run)
     classes = pipeline.net.config.head.classes
-    clean_detections = sum(len(f.detections) for run in clean_runs for f in run)
-    clean_flagged = sum(1 for run in clean_runs for f in run for flags in f.flags if flags)
-    flag_counts = collections.Counter(flag.split(':')[0] for run in clean_runs for f in run for flags in f.flags
-                                      for flag in flags)
     return {
         'by_fault': {kind: fault_metrics(found, clean_runs, config, classes) for kind, found in sorted(by_type.items())},
-        'clean': {'recordings': len(clean_runs), 'frames': sum(len(r) for r in clean_runs),
-                  'detections': clean_detections,
-                  'false_flag_rate': round(clean_flagged / clean_detections, 4) if clean_detections else None,
-                  'flags_by_kind': dict(sorted(flag_counts.items()))},
+        'clean': clean_summary(clean_runs),
         'faulted_recordings': [str(b) for b in faulted_bags], 'clean_recordings': [str(b) for b in clean_bags],
     }

@@ -78,3 +78,19 @@ def test_health_recall_and_latency():
     assert m['health_recall'] == 1.0 and m['health_latency_frames'] == {'mean': 2.0, 'max': 2}
     m = fault_metrics([frames([((), (), ())] * 10, health=['ok'] * 10)], [], CONFIG, CLASSES)
     assert m['health_recall'] == 0.0
+
+
+def test_clean_false_flags_of_detections_and_of_objects():
+    from mmfusion_ros.eval.faults import clean_summary
+
+    truth = boxes([(20, 0), (0, 20)], ids=['a', 'b'])
+    detections = boxes([(20.3, 0), (0, 20.4), (-30, 5)])  # the third is no object
+    run = []
+    for index, flags in enumerate([((), (), ('only_radar',)),
+                                   (('missing_in_radar',), (), ('only_radar', 'missing_in_lidar')),
+                                   ((), (), ()), ((), (), ())]):
+        run.append(FaultFrame('scene_00000', index, index, (), truth, detections, flags, _match(truth, detections)))
+    summary = clean_summary([run])
+    assert summary['detections'] == 12 and summary['false_flag_rate'] == pytest.approx(3 / 12, abs=1e-4)
+    assert summary['objects'] == 8 and summary['false_flag_rate_objects'] == pytest.approx(1 / 8, abs=1e-4)
+    assert summary['flags_by_kind'] == {'missing_in_lidar': 1, 'missing_in_radar': 1, 'only_radar': 2}
