@@ -311,18 +311,20 @@ def test_a_healthy_modality_that_never_saw_an_object_has_a_blind_spot_there():
     assert all('missing_in_radar' in f for f in flags[1:])
 
 
+def ahead_and_behind():
+    """Two cars, 20 m ahead and 20 m behind, every modality's head and returns on both; front camera."""
+    both = Detections3D(0, 'base_link', np.array([[20, 2, 0.8], [-20, -2, 0.8]]), np.tile([4.5, 1.9, 1.6], (2, 1)),
+                        np.zeros(2), np.zeros((2, 2)), ('car', 'car'), np.array([0.9, 0.9]))
+    out = outputs(*(heat_at([(20, 2, 'car', score), (-20, -2, 'car', score)]) for score in (0.8, 0.9, 0.7)))
+    f = frame(np.concatenate([lidar_in_box(20, 2), lidar_in_box(-20, -2)]),
+              np.concatenate([radar_at(20, 2, 0.0), radar_at(-20, -2, 0.0)]), [front_camera()])
+    return both, out, f
+
+
 def test_an_object_in_a_sector_the_lidar_lost_has_no_lidar_support_and_is_flagged_at_once():
     from mmfusion_ros.consistency.stage import ConsistencyStage
 
-    ahead, behind = car(20, 2), car(-20, -2)
-    both = Detections3D(0, 'base_link', np.concatenate([ahead.centers, behind.centers]),
-                        np.concatenate([ahead.sizes, behind.sizes]), np.zeros(2), np.zeros((2, 2)), ('car', 'car'),
-                        np.array([0.9, 0.9]))
-    out = outputs(heat_at([(20, 2, 'car', 0.8), (-20, -2, 'car', 0.8)]),
-                  heat_at([(20, 2, 'car', 0.9), (-20, -2, 'car', 0.9)]),  # older sweeps still show both
-                  heat_at([(20, 2, 'car', 0.7), (-20, -2, 'car', 0.7)]))
-    f = frame(np.concatenate([lidar_in_box(20, 2), lidar_in_box(-20, -2)]),
-              np.concatenate([radar_at(20, 2, 0.0), radar_at(-20, -2, 0.0)]), [front_camera()])
+    both, out, f = ahead_and_behind()  # the lidar's head (older sweeps) still shows both
     mount = RigidTransform.from_matrix(np.eye(4))
     # The arc 150 deg -> -150 deg (across the back, wrapping at 180) is lost: the car behind is in it.
     lost = {'lidar_top': (mount, 150.0, -150.0)}
@@ -339,15 +341,7 @@ def test_an_object_in_a_sector_the_lidar_lost_has_no_lidar_support_and_is_flagge
 def test_objects_in_the_view_of_a_sensor_in_trouble_say_so_at_once():
     from mmfusion_ros.consistency.stage import ConsistencyStage
 
-    ahead, behind = car(20, 2), car(-20, -2)
-    both = Detections3D(0, 'base_link', np.concatenate([ahead.centers, behind.centers]),
-                        np.concatenate([ahead.sizes, behind.sizes]), np.zeros(2), np.zeros((2, 2)), ('car', 'car'),
-                        np.array([0.9, 0.9]))
-    out = outputs(heat_at([(20, 2, 'car', 0.8), (-20, -2, 'car', 0.8)]),
-                  heat_at([(20, 2, 'car', 0.9), (-20, -2, 'car', 0.9)]),
-                  heat_at([(20, 2, 'car', 0.7), (-20, -2, 'car', 0.7)]))
-    f = frame(np.concatenate([lidar_in_box(20, 2), lidar_in_box(-20, -2)]),
-              np.concatenate([radar_at(20, 2, 0.0), radar_at(-20, -2, 0.0)]), [front_camera()])
+    both, out, f = ahead_and_behind()
     front_radar = RigidTransform.from_matrix(np.eye(4))  # at the origin, looking ahead
     mounts = {'radar_front': front_radar}
 
