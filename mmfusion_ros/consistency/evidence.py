@@ -129,11 +129,13 @@ class DetectionEvidence:
 
     @classmethod
     def empty(cls, present: tuple[bool, bool, bool]) -> DetectionEvidence:
-        n3 = np.zeros((0, 3))
-        return cls(n3, np.zeros((0, 3), np.int64), n3, np.zeros((0, 3, 2)), n3, np.zeros(0, np.int32),
-                   np.zeros(0, np.int32), np.zeros(0), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0),
-                   np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), np.zeros((0, 3), bool),
-                   np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool), present)
+        n3, none = np.zeros((0, 3)), np.zeros(0, bool)
+        return cls(head=n3, head_class=np.zeros((0, 3), np.int64), head_class_score=n3, offset=np.zeros((0, 3, 2)),
+                   peak=n3, lidar_points=np.zeros(0, np.int32), radar_points=np.zeros(0, np.int32),
+                   doppler_measured=np.zeros(0), doppler_los=np.zeros((0, 2)), return_rows=np.zeros(0, np.int64),
+                   return_radial=np.zeros(0), return_los=np.zeros((0, 2)), in_camera_view=none, camera_blind=none,
+                   radar_blind=none, lidar_blind=none, degraded=np.zeros((0, 3), bool), lidar_expected=none,
+                   radar_expected=none, present=present)
 
 
 def flag_modality(flag: str) -> str | None:

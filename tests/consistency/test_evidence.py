@@ -357,3 +357,15 @@ def test_objects_in_the_view_of_a_sensor_in_trouble_say_so_at_once():
     # The front radar's ghosts: what is in its field of view.
     assert flags({'radar_front': 'radar'}) == (('degraded:radar',), ())
     assert flag_modality('degraded:radar') == 'radar'
+
+
+def test_a_frame_without_detections_has_empty_evidence_of_every_kind():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    none = Detections3D.empty(0, 'base_link')
+    out = outputs(heat_at([]), heat_at([]), heat_at([]))
+    evidence = detection_evidence(frame(lidar_in_box(20, 2), radar_at(20, 2, 0.0), [front_camera()]), none, out,
+                                  GRID, HEAD, CONFIG)
+    assert len(evidence) == 0 and evidence.supports(CONFIG).shape == (0, 3) and evidence.expected().shape == (0, 3)
+    assert evidence.degraded.shape == (0, 3) and evidence.lidar_blind.shape == (0,)
+    assert ConsistencyStage().update(frame(), none, evidence, CLASSES, CONFIG).flags == ()
