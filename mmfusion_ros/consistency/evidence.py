@@ -352,24 +352,24 @@ def _doppler(frame: Frame, detections: Detections3D, inside: np.ndarray,
 
 
 def _radar_coverage(detections: Detections3D, mounts: Mapping[str, RigidTransform],
-                    config: ConsistencySection, reach: bool = True) -> dict[str, np.ndarray]:
-    """Per radar, (N,) bool: the object is inside its field of view (and, with ``reach``, its range)."""
+                    config: ConsistencySection) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per radar, ((N,) bool inside its field of view, (N,) bool within its range as well)."""
     coverage = {}
     for name, mount in mounts.items():
         local = mount.inverse().apply(detections.centers)  # (N, 3) in the radar's frame, x ahead
         bearing = np.degrees(np.arctan2(local[:, 1], local[:, 0]))
         inside = np.abs(bearing) <= config.radar_hfov_deg / 2
-        coverage[name] = inside & (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m) if reach else inside
+        coverage[name] = inside, inside & (np.hypot(local[:, 0], local[:, 1]) <= config.radar_range_m)
     return coverage
 
 
-def _radar_blind(n: int, coverage: Mapping[str, np.ndarray], blind: frozenset[str]) -> np.ndarray:
+def _radar_blind(n: int, coverage: Mapping[str, tuple[np.ndarray, np.ndarray]], blind: frozenset[str]) -> np.ndarray:
     """Objects inside the field of view of some radar, and of blind radars only."""
     covered = np.zeros(n, bool)
     covered_by_sighted = np.zeros(n, bool)
     if not blind:
         return covered
-    for name, inside in coverage.items():
+    for name, (_, inside) in coverage.items():
         covered |= inside
         if name not in blind:
             covered_by_sighted |= inside
@@ -405,7 +405,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     ``lost_lidar_sectors``: per lidar health calls sector_loss, (its mount, lost arc start, end in
     degrees): an object in the arc has no lidar support (older sweeps still show it for a while).
     ``degraded_sensors`` (sensor -> modality): sensors whose health is not ok; an object in one's view
-    (a camera's image, the lidar's range, a radar's field of view) has that modality's evidence from
+    (a camera's image, anywhere around the lidar, a radar's field of view) has that modality's evidence from
     a sensor in trouble (``degraded``).
     """
     present = tuple(bool(p) for p in outputs.present)
@@ -444,9 +444,9 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     degraded = np.zeros((n, 3), bool)
     degraded[:, 0] = camera_degraded
     degraded[:, 1] = any(m == 'lidar' for m in degraded_sensors.values())
-    for name, inside in _radar_coverage(detections, radar_mounts or {}, config, reach=False).items():
+    for name, (in_radar_view, _) in coverage.items():
         if degraded_sensors.get(name) == 'radar':
-            degraded[:, 2] |= inside
+            degraded[:, 2] |= in_radar_view
     return DetectionEvidence(
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
         *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,

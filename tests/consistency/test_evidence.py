@@ -357,6 +357,12 @@ def test_objects_in_the_view_of_a_sensor_in_trouble_say_so_at_once():
     # The front radar's ghosts: what is in its field of view.
     assert flags({'radar_front': 'radar'}) == (('degraded:radar',), ())
     assert flag_modality('degraded:radar') == 'radar'
+    # A back radar beside it changes nothing the camera sees (each evidence field from its own sensor).
+    mounts['radar_back'] = RigidTransform.from_matrix(np.diag([-1.0, -1.0, 1.0, 1.0]))
+    evidence = detection_evidence(f, both, out, GRID, HEAD, CONFIG, radar_mounts=mounts,
+                                  degraded_sensors={'radar_back': 'radar'})
+    assert evidence.in_camera_view.tolist() == [True, False]
+    assert evidence.degraded[:, 2].tolist() == [False, True]
 
 
 def test_a_frame_without_detections_has_empty_evidence_of_every_kind():
