@@ -234,9 +234,9 @@ class ConsistencySection:
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     radar_hfov_deg: float = 120.0  # each radar's horizontal field of view (which radar covers an object)
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
-    # A healthy modality that has not seen a tracked object in this many frames where it was expected
-    # to has a blind spot there (a barrier, a shadow geometry does not know): no longer expected.
-    blind_spot_frames: int = 6
+    # A healthy modality is said to miss a tracked object only once it has seen it in this many frames:
+    # geometry alone does not know a barrier below a radar or a shadow (0: wherever geometry expects it).
+    missing_after_sightings: int = 1
     # Conflicts.
     velocity_tolerance_mps: float = 2.5  # radar doppler vs the object's radial velocity, plus 25 % of its speed
     min_doppler_returns: int = 2
@@ -263,8 +263,8 @@ class ConsistencySection:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
         if self.min_doppler_returns < 1:
             raise ConfigError(f'min_doppler_returns: must be >= 1, got {self.min_doppler_returns}')
-        if self.blind_spot_frames < 1:
-            raise ConfigError(f'blind_spot_frames: must be >= 1, got {self.blind_spot_frames}')
+        if self.missing_after_sightings < 0:
+            raise ConfigError(f'missing_after_sightings: must be >= 0, got {self.missing_after_sightings}')
 
 
 @dataclass(frozen=True)
@@ -423,6 +423,17 @@ class HealthSection:
     # open sky empties beams from the top down, so an empty top is no loss).
     beam_empty_ratio: float = 0.1
     beam_failed_fraction: float = 0.5  # 'beam_loss' is degraded, failed from this share of the beams
+    # Scatter (rain, snow, spray, dust): returns off drops in free air near the sensor stand alone, where
+    # returns of surfaces (the road, a car) come in scan lines. The share of the returns nearer than
+    # scatter_range_m that are alone in their scatter_voxel_m cube: 'scatter', degraded from
+    # scatter_fraction (clean simulated drives 0.002 to 0.007, the real nuScenes, KITTI and PJLab sweeps
+    # 0.001 to 0.005; the simulator's heavy rain 0.012 to 0.034), failed from scatter_failed_fraction.
+    # Fewer than scatter_min_points near returns: not judged.
+    scatter_range_m: float = 12.0
+    scatter_voxel_m: float = 0.6
+    scatter_min_points: int = 200
+    scatter_fraction: float = 0.01
+    scatter_failed_fraction: float = 0.2
     # Radar ghosts: the share of returns without lidar or detection support, pooled over ghost_window
     # scans, against the share learned over the healthy reference scans.
     ghost_window: int = 5
@@ -435,7 +446,8 @@ class HealthSection:
 
     def __post_init__(self) -> None:
         for name in ('confirm_frames', 'clear_frames', 'reference_sweeps', 'reference_min', 'camera_work_width',
-                     'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns'):
+                     'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns',
+                     'scatter_min_points'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f'{name}: must be an integer >= 1, got {value!r}')
@@ -448,16 +460,18 @@ class HealthSection:
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
                      'sector_min_deg', 'beam_bin_deg', 'ghost_margin', 'ghost_z',
-                     'lidar_min_range_m'):
+                     'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
                      'occlusion_min_region', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
-                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_failed_fraction'):
+                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_failed_fraction', 'scatter_fraction',
+                     'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
         for low, high in (('overexposed_fraction', 'overexposed_failed_fraction'),
-                          ('occluded_fraction', 'occluded_failed_fraction'), ('sector_min_deg', 'sector_failed_deg')):
+                          ('occluded_fraction', 'occluded_failed_fraction'), ('sector_min_deg', 'sector_failed_deg'),
+                          ('scatter_fraction', 'scatter_failed_fraction')):
             if getattr(self, low) > getattr(self, high):
                 raise ConfigError(f'{high}: {getattr(self, high)} is below {low} ({getattr(self, low)})')
         if not 0 < self.saturation_level <= 255:

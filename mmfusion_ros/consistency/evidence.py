@@ -461,19 +461,23 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
 
 def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, classes: tuple[str, ...],
                        config: ConsistencySection, velocities: np.ndarray | None = None,
-                       blind_spots: np.ndarray | None = None,
+                       unproven: np.ndarray | None = None,
                        ) -> tuple[tuple[tuple[str, float], ...], ...]:
     """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring).
 
     ``velocities`` (N, 2), NaN where unknown: what the radar's doppler is checked against (the
     tracker's, from the object's motion over frames); default the detections' own.
-    ``blind_spots`` (N, 3) bool: a modality that, healthy, has never seen the object over many frames
-    where it should have (a radar below a median barrier): not expected to see it now either.
+    ``unproven`` (N, 3) bool: a healthy modality that has not yet seen the object (over its track):
+    its absence is no disagreement (a radar below a median barrier never sees the far carriageway),
+    unless health says the sensor that should see it is blind. ``only_<m>`` still counts on geometry:
+    an object one modality alone has ever seen is what that flag is for.
     """
     support = evidence.supports(config)
     expected = evidence.expected()
-    if blind_spots is not None:
-        expected &= ~blind_spots
+    missing = expected & ~support
+    if unproven is not None:
+        health_blind = np.stack([evidence.camera_blind, evidence.lidar_blind, evidence.radar_blind], axis=1)
+        missing &= ~unproven | health_blind
     velocities = detections.velocities if velocities is None else velocities
     residuals = evidence.doppler_residual(velocities)
     tolerances = config.velocity_tolerance_mps + 0.25 * np.hypot(*np.nan_to_num(velocities).T)
@@ -482,7 +486,7 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
     for i in range(len(evidence)):
         flags: list[tuple[str, float]] = []
         for k, m in enumerate(MODALITIES):
-            if expected[i, k] and not support[i, k]:
+            if missing[i, k]:
                 head = 0.0 if np.isnan(evidence.head[i, k]) else evidence.head[i, k]
                 flags.append((f'missing_in_{m}', round(1.0 + (config.support_score - head) / config.support_score, 3)))
         for k, m in enumerate(MODALITIES):

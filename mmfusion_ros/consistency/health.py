@@ -18,6 +18,8 @@ conditions behind it and the numbers behind those. The conditions, as published 
 - ``sector_loss`` (lidar, degraded / failed): azimuth arcs empty that the learned reference fills.
 - ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills, below a beam that
   still returns.
+- ``scatter`` (lidar, degraded / failed): rain, snow, spray or dust: the share of near returns that
+  stand alone in free air (surfaces return in scan lines; drops do not).
 - ``ghosts`` (radar, degraded / failed): the share of returns without lidar or detection support, well
   above the share learned from ordinary scans.
 - ``warming_up`` (all, changes no state): the update could not be judged fully for want of history.
@@ -68,7 +70,7 @@ __all__ = ['CONDITIONS', 'STATES', 'CameraHealth', 'HealthEstimate', 'LidarHealt
 STATES: tuple[str, ...] = ('ok', 'degraded', 'failed')
 # Every condition a monitor reports, in the order they are listed.
 CONDITIONS: tuple[str, ...] = ('silent', 'rate_low', 'blackout', 'frozen', 'overexposed', 'occluded',
-                               'sector_loss', 'beam_loss', 'ghosts', 'warming_up')
+                               'sector_loss', 'beam_loss', 'scatter', 'ghosts', 'warming_up')
 
 
 @dataclass(frozen=True)
@@ -365,18 +367,19 @@ def _wrap_deg(angle: float) -> float:
 
 
 class LidarHealth(_SensorHealth):
-    """One lidar: sector loss and beam loss against a learned occupancy, silence and rate.
+    """One lidar: sector loss and beam loss against a learned occupancy, scatter, silence and rate.
 
     A sweep's points (lidar frame: x ahead, y left, z up) are counted by azimuth ``atan2(y, x)`` in
     ``sector_bin_deg`` bins, and by beam: by ``ring`` where the caller has it, else by elevation in
     ``beam_bin_deg`` bins, a beam being a run of bins the reference fills (beams closer than two bins,
     or smeared by a tilted mount, merge, and then count as one). The reference is the per-bin median
     of the last ``reference_sweeps`` sweeps that showed no loss. Returns nearer than
-    ``lidar_min_range_m`` (the vehicle's own body, the housing) are left out.
+    ``lidar_min_range_m`` (the vehicle's own body, the housing) are left out. Scatter needs no
+    reference: returns off surfaces have neighbours along their scan line, returns off drops do not.
     """
 
     modality = 'lidar'
-    content = ('sector_loss', 'beam_loss')
+    content = ('sector_loss', 'beam_loss', 'scatter')
     MAX_RINGS: ClassVar[int] = 1024
 
     def _reset_content(self) -> None:
@@ -407,7 +410,7 @@ class LidarHealth(_SensorHealth):
         warming_up = len(self._reference) < self.config.reference_min  # nothing to judge this sweep against
         nan = math.nan
         judged = {'points': nan, 'missing_sector_deg': nan, 'sector_start_deg': nan, 'sector_end_deg': nan,
-                  'missing_beams': nan, 'reference_beams': nan}
+                  'missing_beams': nan, 'reference_beams': nan, 'scatter_fraction': nan}
         if fresh:
             by_ring = ring is not None
             if self._by_ring is not None and by_ring != self._by_ring:
@@ -448,6 +451,11 @@ class LidarHealth(_SensorHealth):
         xyz, ring = xyz[keep], (ring[keep] if ring is not None else None)  # (N, 3) real returns
         azimuth_counts, beam_counts, elevation_sums = histograms = self._histograms(xyz, ring)
         out: dict[str, float] = {'points': float(len(xyz))}
+        scatter = _scatter_fraction(xyz, config.scatter_range_m, config.scatter_voxel_m, config.scatter_min_points)
+        if math.isfinite(scatter):
+            out['scatter_fraction'] = scatter
+            self._conditions['scatter'].step(_severity(scatter, config.scatter_fraction, config.scatter_failed_fraction),
+                                             1.0 - scatter)
         if len(self._reference) < config.reference_min:
             if len(xyz):
                 self._reference.append(histograms)
@@ -498,6 +506,19 @@ class LidarHealth(_SensorHealth):
         if sector_state is None and beam_state is None and len(xyz):
             self._reference.append(histograms)
         return out
+
+
+def _scatter_fraction(xyz: np.ndarray, reach_m: float, voxel_m: float, min_points: int) -> float:
+    """The share of the returns ``(N, 3)`` nearer than ``reach_m`` alone in their ``voxel_m`` cube; NaN
+    with fewer than ``min_points`` such returns."""
+    near = xyz[np.einsum('ni,ni->n', xyz, xyz) < reach_m ** 2]
+    if len(near) < min_points:
+        return math.nan
+    side = int(math.ceil(reach_m / voxel_m)) + 1  # cells from the sensor to the reach, each way
+    cell = np.floor(near.astype(np.float64) / voxel_m).astype(np.int64) + side
+    key = (cell[:, 0] * (2 * side + 1) + cell[:, 1]) * (2 * side + 1) + cell[:, 2]
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return float(np.mean(counts[inverse] == 1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,11 +7,11 @@
    gets a smoothed velocity;
 2. each detection's single-frame flags are raised from its evidence (the radar's doppler checked
    against the track's velocity once the track has a few detections). Per track and modality the
-   stage counts the frames the modality was expected to see the object and the frames it did: a
-   healthy modality that has not seen it once in ``blind_spot_frames`` expected frames has a blind
-   spot there that geometry does not know (a median barrier below a radar, a dark doorway for a
-   camera) and is no longer expected to see it: no ``missing_in`` for it. One sighting, and it is
-   expected again for the rest of the track;
+   stage counts the frames the modality saw the object: a healthy modality that has not seen it in
+   ``missing_after_sightings`` frames yet may have a blind spot there that geometry does not know (a
+   median barrier below a radar, a dark doorway for a camera): no ``missing_in`` for it (health
+   saying its sensor is blind still raises one). Once seen, the object is expected for the rest of
+   its track: its loss is what a failing sensor looks like;
 3. they go to the flag filter under the detection's track id (a camera that health already calls
    blind passes its ``missing_in_camera`` straight through: that was confirmed over frames): a flag is
    published once it was raised in 2 of the last 3 frames of that object, and cleared after 2
@@ -52,7 +52,7 @@ class ConsistencyStage:
     def __init__(self, config: TrackingSection = TrackingSection()) -> None:
         self.tracker = Tracker(config)
         self.filter = FlagFilter(config)
-        # track id -> (2, 3) int: frames each modality was expected to see it, frames it did
+        # track id -> (3,) int: frames each modality saw it
         self._sightings: dict[str, np.ndarray] = {}
 
     def reset(self, restart_ids: bool = False) -> None:
@@ -60,24 +60,24 @@ class ConsistencyStage:
         self.filter.forget(ended)
         self._sightings.clear()
 
-    def _blind_spots(self, ids: Sequence[str], evidence: DetectionEvidence, config: ConsistencySection,
-                     healthy: Sequence[bool]) -> np.ndarray:
-        """(N, 3) bool per the module docstring; then this frame is counted into each track's tally."""
-        expected, support = evidence.expected(), evidence.supports(config)
-        blind = np.zeros(expected.shape, bool)
+    def _unproven(self, ids: Sequence[str], evidence: DetectionEvidence, config: ConsistencySection,
+                  healthy: Sequence[bool]) -> np.ndarray:
+        """(N, 3) bool per the module docstring; then this frame's sightings are counted per track."""
+        support = evidence.supports(config)
+        unproven = np.zeros(support.shape, bool)
         for i, track_id in enumerate(ids):
             if not track_id:
                 continue
-            tally = self._sightings.setdefault(track_id, np.zeros((2, 3), np.int64))
-            blind[i] = (tally[0] >= config.blind_spot_frames) & (tally[1] == 0) & np.asarray(healthy, bool)
-            tally[0] += expected[i]
-            tally[1] += support[i]
-        return blind
+            tally = self._sightings.setdefault(track_id, np.zeros(3, np.int64))
+            unproven[i] = (tally < config.missing_after_sightings) & np.asarray(healthy, bool)
+            tally += support[i]
+        return unproven
 
     def update(self, frame: Frame, detections: Detections3D, evidence: DetectionEvidence,
                classes: tuple[str, ...], config: ConsistencySection,
                healthy: Sequence[bool] = (True, True, True)) -> TrackedFlags:
-        """``healthy``: per modality, every sensor of it is ok by health (blind spots are learnt only then)."""
+        """``healthy``: per modality, every sensor of it is ok by health (only then is an unseen object's
+        absence put down to a blind spot)."""
         pose = frame.pose.matrix if frame.pose is not None else None
         tracked = self.tracker.update(detections, pose)
         if tracked.ended:
@@ -90,8 +90,8 @@ class ConsistencyStage:
         # hits), not against one frame's regressed velocity.
         settled = tracked.hits[:n] >= self.velocity_hits
         track_velocity = np.where(settled[:, None], tracked.velocities[:n], np.nan)
-        blind_spots = self._blind_spots(ids, evidence, config, healthy)
-        raw = disagreement_flags(evidence, detections, classes, config, track_velocity, blind_spots)
+        unproven = self._unproven(ids, evidence, config, healthy)
+        raw = disagreement_flags(evidence, detections, classes, config, track_velocity, unproven)
         names = [[name for name, _ in row] for row in raw]
         scores = [dict(row) for row in raw]
         confirmed = self.filter.update(ids, names, scores)

@@ -252,13 +252,16 @@ def test_a_blind_cameras_missing_objects_are_flagged_at_once_others_after_two_fr
     out = outputs(heat_at([]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
     blind = detection_evidence(f, det, out, GRID, HEAD, CONFIG, blind_cameras=['cam_front'])
     assert stage.update(f, det, blind, CLASSES, CONFIG).flags == (('missing_in_camera',),)
-    # The same absence without a health verdict waits for a second frame (2 of 3).
+    # The same absence without a health verdict (of an object the camera saw before) waits for a
+    # second frame (2 of 3).
     stage = ConsistencyStage()
+    seen = outputs(heat_at([(20, 2, 'car', 0.8)]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))
+    assert stage.update(f, det, detection_evidence(f, det, seen, GRID, HEAD, CONFIG), CLASSES, CONFIG).flags == ((),)
     sighted = detection_evidence(f, det, out, GRID, HEAD, CONFIG)
-    assert stage.update(f, det, sighted, CLASSES, CONFIG).flags == ((),)
-    f2 = dataclasses.replace(f, stamp_ns=50_000_000)
-    det2 = dataclasses.replace(det, stamp_ns=50_000_000)
-    assert stage.update(f2, det2, sighted, CLASSES, CONFIG).flags == (('missing_in_camera',),)
+    for k, expected in ((1, ((),)), (2, (('missing_in_camera',),))):
+        later = dataclasses.replace(f, stamp_ns=k * 50_000_000)
+        assert stage.update(later, dataclasses.replace(det, stamp_ns=later.stamp_ns), sighted, CLASSES,
+                            CONFIG).flags == expected
 
 
 def test_an_object_only_a_silent_radar_covers_has_no_radar_support():
@@ -280,7 +283,7 @@ def test_an_object_only_a_silent_radar_covers_has_no_radar_support():
     assert not evidence.radar_blind[0]
 
 
-def test_a_healthy_modality_that_never_saw_an_object_has_a_blind_spot_there():
+def test_a_healthy_modality_is_said_to_miss_only_an_object_it_has_seen():
     from mmfusion_ros.consistency.stage import ConsistencyStage
 
     det = car(20, 2)
@@ -298,17 +301,35 @@ def test_a_healthy_modality_that_never_saw_an_object_has_a_blind_spot_there():
                                       healthy).flags[0])
         return flags
 
-    frames = CONFIG.blind_spot_frames
-    # Never seen by the radar (a barrier below it): flagged while the track is young, then no more.
-    flags = run(ConsistencyStage(), [unseen] * (frames + 4))
-    assert 'missing_in_radar' in flags[1]
-    assert all('missing_in_radar' not in f for f in flags[frames + 2:])
-    # Seen once before: its absence stays a disagreement however long it lasts.
-    flags = run(ConsistencyStage(), [seen] + [unseen] * (frames + 4))
-    assert all('missing_in_radar' in f for f in flags[2:])
-    # A radar that health does not call ok learns no blind spot.
-    flags = run(ConsistencyStage(), [unseen] * (frames + 4), healthy=(True, True, False))
+    # Never seen by the radar (a barrier below it): no disagreement, however long the track.
+    assert all('missing_in_radar' not in f for f in run(ConsistencyStage(), [unseen] * 10))
+    # Seen once: its absence then is a disagreement, confirmed in 2 of 3 frames, for as long as it lasts.
+    flags = run(ConsistencyStage(), [seen] + [unseen] * 10)
+    assert 'missing_in_radar' not in flags[1] and all('missing_in_radar' in f for f in flags[2:])
+    # A radar that health does not call ok gets no benefit of the doubt.
+    flags = run(ConsistencyStage(), [unseen] * 10, healthy=(True, True, False))
     assert all('missing_in_radar' in f for f in flags[1:])
+    # Geometry alone decides when asked to.
+    alone = dataclasses.replace(CONFIG, missing_after_sightings=0)
+    stage = ConsistencyStage()
+    f = frame(lidar_in_box(20, 2), None, [front_camera()])
+    raw = [stage.update(dataclasses.replace(f, stamp_ns=k * 50_000_000), dataclasses.replace(det, stamp_ns=k * 50_000_000),
+                        detection_evidence(f, det, unseen, GRID, HEAD, alone), CLASSES, alone).flags[0] for k in range(3)]
+    assert 'missing_in_radar' in raw[2]
+
+
+def test_an_object_only_one_modality_ever_sees_stays_flagged_as_such():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    det = car(20, 2)
+    ghost = outputs(heat_at([]), heat_at([]), heat_at([(20, 2, 'car', 0.7)]))  # the radar's alone
+    f = frame(lidar_in_box(-30, 10), radar_at(20, 2, 0.0), [front_camera()])  # the lidar sees elsewhere
+    stage = ConsistencyStage()
+    flags = [stage.update(dataclasses.replace(f, stamp_ns=k * 50_000_000),
+                          dataclasses.replace(det, stamp_ns=k * 50_000_000),
+                          detection_evidence(f, det, ghost, GRID, HEAD, CONFIG), CLASSES, CONFIG).flags[0]
+             for k in range(12)]
+    assert all(fl == ('only_radar',) for fl in flags[1:])  # not 'missing' in the others: they never saw it
 
 
 def ahead_and_behind():

@@ -362,10 +362,20 @@ def test_half_the_beams_lost_fails():
 
 
 @pytest.mark.parametrize('intensity', [0.5, 1.0])
-def test_rain_is_neither_sector_nor_beam_loss(intensity):
+def test_rain_is_scatter_not_sector_or_beam_loss(intensity):
     rng = np.random.default_rng(7)
-    estimates = run_lidar([sweep(rng) for _ in range(10)] + [sweep(rng, rain=intensity) for _ in range(40)])
-    assert all(e.conditions == () for e in estimates[CONFIG.reference_min:])
+    start, end = 10, 40
+    estimates = run_lidar([sweep(rng, rain=intensity if start <= i < end else 0.0) for i in range(50)])
+    assert all(e.conditions == () for e in estimates[CONFIG.reference_min:start])
+    assert all(e.estimates['scatter_fraction'] < CONFIG.scatter_fraction / 2 for e in estimates[:start])
+    seen = first(estimates, 'scatter')
+    assert seen == start + CONFIG.confirm_frames - 1  # confirmed in the usual number of sweeps
+    assert all(faults(e) == ('scatter',) and e.state == 'degraded' for e in estimates[seen:end])
+    assert all(e.score == pytest.approx(1 - e.estimates['scatter_fraction']) for e in estimates[seen:end])
+    assert estimates[end + CONFIG.clear_frames - 1].conditions == ()
+    # Drops everywhere in free air: failed.
+    heavy = dataclasses.replace(CONFIG, scatter_failed_fraction=CONFIG.scatter_fraction * 1.5)
+    assert run_lidar([sweep(rng, rain=1.0) for _ in range(3)], config=heavy)[-1].state == 'failed'
 
 
 def test_open_sky_empties_the_upper_beams_without_beam_loss():
@@ -407,6 +417,13 @@ def test_real_nuscenes_sweep_sector_and_beam_loss(real_data):
         assert faults(sector[-1]) == ('sector_loss',)
         assert sector[-1].estimates['missing_sector_deg'] == pytest.approx(60, abs=10)
     assert beams[12].estimates['reference_beams'] == 32  # with rings, every beam is its own
+    # The real sweep's near returns have neighbours; drops scattered in free air near it do not.
+    assert beams[11].estimates['scatter_fraction'] < CONFIG.scatter_fraction
+    xyz, _ = real()
+    drops = xyz[rng.random(len(xyz)) < 0.03]
+    drops = drops / np.linalg.norm(drops, axis=1, keepdims=True) * rng.uniform(1.5, 9.0, (len(drops), 1))
+    rain = run_lidar([(np.concatenate([xyz, drops.astype(np.float32)]), None)] * 3)
+    assert 'scatter' in rain[-1].conditions
 
 
 # ---------------------------------------------------------------------------------------------
