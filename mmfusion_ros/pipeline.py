@@ -101,7 +101,8 @@ class FusionPipeline:
                     dark = [name for name, b in self._brightness.items() if b < self.config.consistency.camera_dark_mean]
                     evidence = detection_evidence(frame, detections, outputs, grid, self.head, self.config.consistency,
                                                   blind, dark, self.health.blind_radars(), self.health.radar_mounts(),
-                                                  self.health.lost_lidar_sectors(), self.health.degraded_sensors())
+                                                  self.health.lost_lidar_sectors(), self.health.degraded_sensors(),
+                                                  self.health.occluded_regions())
                     healthy = [all(e.state == 'ok' for e in estimates.values() if e.modality == m) for m in MODALITIES]
                     tracked = self.consistency.update(frame, detections, evidence, self.head.classes,
                                                       self.config.consistency, healthy)

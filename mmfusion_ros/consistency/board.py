@@ -166,6 +166,18 @@ class HealthBoard:
                 out[name] = e.modality
         return out
 
+    def occluded_regions(self) -> dict[str, tuple[float, float, float, float]]:
+        """Cameras whose only trouble is an occlusion, each as the stuck region's bounds (x0, y0, x1,
+        y1, fractions of the image): what lies outside it the camera still sees."""
+        regions = {}
+        keys = ('occluded_x0', 'occluded_y0', 'occluded_x1', 'occluded_y1')
+        for name, e in self.last.items():
+            box = tuple(float(e.estimates.get(k, np.nan)) for k in keys)
+            if e.modality == 'camera' and set(e.conditions) - {'warming_up'} == {'occluded'} \
+                    and all(np.isfinite(box)):
+                regions[name] = box  # type: ignore[assignment]
+        return regions
+
     def lost_lidar_sectors(self) -> dict[str, tuple[Any, float, float]]:
         """Lidars health calls sector_loss, each as (its mount, the lost arc's start and end in degrees
         of azimuth in the lidar's frame, counter-clockwise)."""

@@ -247,9 +247,13 @@ def _covered(boxes: np.ndarray, order: np.ndarray, hides: np.ndarray, threshold:
 
 def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySection,
                  blind_cameras: frozenset[str], dark_cameras: frozenset[str],
-                 degraded_cameras: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 degraded_cameras: frozenset[str] = frozenset(),
+                 occluded: Mapping[str, tuple[float, float, float, float]] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(in some camera's view, every camera whose view it is in is blind, in a degraded camera's view);
-    dark cameras see nothing."""
+    dark cameras see nothing. A camera with an ``occluded`` region (x0, y0, x1, y1, fractions of the
+    image) is blind to what lies mostly behind it, and in trouble only for what it touches."""
+    occluded = occluded or {}
     corners = _box_corners(detections)  # (N, 8, 3)
     n = len(detections)
     seen = np.zeros(n, bool)
@@ -278,8 +282,16 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         visible_area = np.maximum(rect[:, 2] - rect[:, 0], 0) * np.maximum(rect[:, 3] - rect[:, 1], 0)
         centre_in_front = to_camera.apply(detections.centers)[:, 2] > 0.5
         in_image = centre_in_front & (visible_area > 4.0)
+        behind_patch = touches_patch = np.zeros(n, bool)
+        if view.name in occluded:
+            patch = np.asarray(occluded[view.name], float) * [width, height, width, height]
+            overlap = np.maximum(np.minimum(rect[:, 2], patch[2]) - np.maximum(rect[:, 0], patch[0]), 0) * \
+                np.maximum(np.minimum(rect[:, 3], patch[3]) - np.maximum(rect[:, 1], patch[1]), 0)
+            share = overlap / np.maximum(visible_area, 1e-9)
+            behind_patch, touches_patch = share >= 0.5, share >= 0.25
         if view.name in degraded_cameras:
-            seen_by_degraded |= in_image  # imaged by a camera in trouble, whether it could resolve it or not
+            # Imaged by a camera in trouble, whether it could resolve it or not (an occluded one: near its patch).
+            seen_by_degraded |= in_image & touches_patch if view.name in occluded else in_image
         candidate = in_image & (distance <= camera_range)
         if not candidate.any():
             continue
@@ -291,7 +303,7 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
         hidden[order] = hidden_c
         seen |= candidate & ~hidden
         if view.name not in blind_cameras:
-            seen_by_sighted |= candidate & ~hidden
+            seen_by_sighted |= candidate & ~hidden & ~behind_patch
     return seen, seen & ~seen_by_sighted, seen_by_degraded
 
 
@@ -394,7 +406,9 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
                        blind_radars: Iterable[str] = (),
                        radar_mounts: Mapping[str, RigidTransform] | None = None,
                        lost_lidar_sectors: Mapping[str, tuple[RigidTransform, float, float]] | None = None,
-                       degraded_sensors: Mapping[str, str] | None = None) -> DetectionEvidence:
+                       degraded_sensors: Mapping[str, str] | None = None,
+                       occluded_regions: Mapping[str, tuple[float, float, float, float]] | None = None,
+                       ) -> DetectionEvidence:
     """Each modality's evidence for each of ``detections`` (in the frame's base frame).
 
     ``blind_cameras``: cameras whose health says they see nothing (black, frozen, failed): an object
@@ -407,6 +421,9 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     ``degraded_sensors`` (sensor -> modality): sensors whose health is not ok; an object in one's view
     (a camera's image, anywhere around the lidar, a radar's field of view) has that modality's evidence from
     a sensor in trouble (``degraded``).
+    ``occluded_regions`` (camera -> x0, y0, x1, y1, fractions of its image): a camera whose only trouble
+    is a patch on its lens sees nothing mostly behind the patch (``camera_blind`` there when no other
+    camera sees it) and is in trouble only for objects the patch covers a quarter of or more.
     """
     present = tuple(bool(p) for p in outputs.present)
     n = len(detections)
@@ -437,7 +454,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     degraded_sensors = degraded_sensors or {}
     in_view, blind, camera_degraded = _camera_view(
         frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras),
-        frozenset(name for name, m in degraded_sensors.items() if m == 'camera'))
+        frozenset(name for name, m in degraded_sensors.items() if m == 'camera'), occluded_regions)
     coverage = _radar_coverage(detections, radar_mounts or {}, config)
     radar_blind = _radar_blind(n, coverage, frozenset(blind_radars))
     # In trouble: every object in the sensor's field of view, however far (a lidar sees all around).

@@ -14,7 +14,8 @@ conditions behind it and the numbers behind those. The conditions, as published 
   time advances (called at the first repeat: no confirming frames).
 - ``overexposed`` (camera, degraded / failed): the share of pixels saturated in all three channels.
 - ``occluded`` (camera, degraded / failed): regions of textured blocks that match each of the last
-  ``occlusion_window`` images while the rest of the scene moves.
+  ``occlusion_window`` images while the rest of the scene moves (their bounds: ``occluded_x0`` ..
+  ``occluded_y1``, fractions of the image).
 - ``sector_loss`` (lidar, degraded / failed): azimuth arcs empty that the learned reference fills.
 - ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills, below a beam that
   still returns.
@@ -266,6 +267,7 @@ class CameraHealth(_SensorHealth):
         self._history: deque[np.ndarray] = deque(maxlen=self.config.occlusion_window)  # work-size grey images
         self._unchanged = 0  # images in a row equal to the one before
         self._occluded = math.nan
+        self._occluded_box = (math.nan,) * 4  # the stuck region's bounds, fractions of the image (x0, y0, x1, y1)
 
     def update(self, stamp_ns: int, pixels: np.ndarray | None, *, ego_moving: bool | None = None) -> HealthEstimate:
         """Judge one update: ``pixels`` the new image (``(H, W, 3)`` uint8 RGB) stamped ``stamp_ns``, or
@@ -286,7 +288,7 @@ class CameraHealth(_SensorHealth):
         else:
             estimates.update(mean_brightness=math.nan, brightness_std=math.nan, saturated_fraction=math.nan,
                              image_change=math.nan, unchanged_frames=float(self._unchanged),
-                             occluded_fraction=self._occluded)
+                             occluded_fraction=self._occluded, **self._region())
         return self._estimate(estimates, warming_up)
 
     def _judge(self, pixels: np.ndarray, ego_moving: bool | None) -> dict[str, float]:
@@ -323,7 +325,10 @@ class CameraHealth(_SensorHealth):
         self._history.append(grey)
         return {'mean_brightness': mean, 'brightness_std': std, 'saturated_fraction': saturated,
                 'image_change': change, 'unchanged_frames': float(self._unchanged),
-                'occluded_fraction': self._occluded}
+                'occluded_fraction': self._occluded, **self._region()}
+
+    def _region(self) -> dict[str, float]:
+        return dict(zip(('occluded_x0', 'occluded_y0', 'occluded_x1', 'occluded_y1'), self._occluded_box))
 
     def _judge_occlusion(self, grey: np.ndarray, ego_moving: bool | None) -> None:
         """Textured blocks that match each of the last ``occlusion_window`` images while the scene moves."""
@@ -335,8 +340,12 @@ class CameraHealth(_SensorHealth):
         if ego_moving is False or (ego_moving is None and moving.sum() < config.occlusion_min_moving * textured.sum()):
             return  # a scene that stands still: no telling the lens from the world
         min_blocks = max(1, math.ceil(config.occlusion_min_region * change.size))
-        occluded = float(_regions(textured & (change <= config.occlusion_max_change), min_blocks).mean())
+        region = _regions(textured & (change <= config.occlusion_max_change), min_blocks)  # (rows, cols)
+        occluded = float(region.mean())
         self._occluded = occluded
+        rows, cols = np.nonzero(region)
+        self._occluded_box = (cols.min() / grid[0], rows.min() / grid[1], (cols.max() + 1) / grid[0],
+                              (rows.max() + 1) / grid[1]) if len(rows) else (math.nan,) * 4
         state = _severity(occluded, config.occluded_fraction, config.occluded_failed_fraction)
         self._conditions['occluded'].step(state, 1.0 - occluded)
 

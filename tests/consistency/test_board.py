@@ -63,3 +63,9 @@ def test_sensors_in_trouble_and_lost_lidar_sectors():
     assert board.blind_radars() == ['radar_front']
     board.last['lidar_top'] = HealthEstimate('lidar_top', 'lidar', 'degraded', 0.5, ('sector_loss', 'beam_loss'), sector)
     assert board.degraded_sensors()['lidar_top'] == 'lidar'
+    # An occluded camera's patch, where that is its only trouble (else the whole camera is in trouble).
+    patch = {'occluded_x0': 0.1, 'occluded_y0': 0.4, 'occluded_x1': 0.5, 'occluded_y1': 0.9}
+    board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.7, ('occluded',), patch)
+    assert board.occluded_regions() == {'cam_back': (0.1, 0.4, 0.5, 0.9)}
+    board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.5, ('overexposed', 'occluded'), patch)
+    assert board.occluded_regions() == {}

@@ -386,6 +386,28 @@ def test_objects_in_the_view_of_a_sensor_in_trouble_say_so_at_once():
     assert evidence.degraded[:, 2].tolist() == [False, True]
 
 
+def test_a_patch_on_the_lens_blinds_the_camera_only_behind_it():
+    from mmfusion_ros.consistency.stage import ConsistencyStage
+
+    # Two cars 20 m ahead, 4 m to the left (left of the image) and 4 m to the right; every head sees both.
+    both = Detections3D(0, 'base_link', np.array([[20, 4, 0.8], [20, -4, 0.8]]), np.tile([4.5, 1.9, 1.6], (2, 1)),
+                        np.zeros(2), np.zeros((2, 2)), ('car', 'car'), np.array([0.9, 0.9]))
+    out = outputs(*(heat_at([(20, 4, 'car', score), (20, -4, 'car', score)]) for score in (0.8, 0.9, 0.7)))
+    f = frame(np.concatenate([lidar_in_box(20, 4), lidar_in_box(20, -4)]),
+              np.concatenate([radar_at(20, 4, 0.0), radar_at(20, -4, 0.0)]), [front_camera()])
+    patch = {'cam_front': (0.0, 0.2, 0.45, 0.9)}  # mud over the left of the image
+    evidence = detection_evidence(f, both, out, GRID, HEAD, CONFIG, degraded_sensors={'cam_front': 'camera'},
+                                  occluded_regions=patch)
+    assert evidence.in_camera_view.tolist() == [True, True]
+    assert evidence.camera_blind.tolist() == [True, False]
+    assert evidence.degraded[:, 0].tolist() == [True, False]
+    flags = ConsistencyStage().update(f, both, evidence, CLASSES, CONFIG).flags
+    assert flags == (('degraded:camera', 'missing_in_camera'), ())  # at once: health confirmed the patch
+    # Without the patch's place, the camera in trouble is every object's concern.
+    whole = detection_evidence(f, both, out, GRID, HEAD, CONFIG, degraded_sensors={'cam_front': 'camera'})
+    assert whole.degraded[:, 0].tolist() == [True, True] and not whole.camera_blind.any()
+
+
 def test_a_frame_without_detections_has_empty_evidence_of_every_kind():
     from mmfusion_ros.consistency.stage import ConsistencyStage
 

@@ -180,6 +180,9 @@ def test_textured_static_mud_in_a_moving_scene_is_occluded(seed):
     during = estimates[seen:end]
     assert all(faults(e) == ('occluded',) and e.state == 'degraded' for e in during)
     assert all(abs(e.estimates['occluded_fraction'] - 0.25) < 0.05 for e in during)
+    # Where: the patch's bounds, to a block (a 32 x 18 grid).
+    bounds = [during[-1].estimates[f'occluded_{k}'] for k in ('x0', 'y0', 'x1', 'y1')]
+    assert bounds == pytest.approx(region, abs=1.5 / 18)
     assert during[-1].score == pytest.approx(1 - during[-1].estimates['occluded_fraction'])
     assert estimates[end + CONFIG.clear_frames].conditions == ()
 
