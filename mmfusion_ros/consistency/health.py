@@ -466,8 +466,8 @@ class LidarHealth(_SensorHealth):
         scatter = _scatter_fraction(xyz, config.scatter_range_m, config.scatter_voxel_m, config.scatter_min_points)
         if math.isfinite(scatter):
             out['scatter_fraction'] = scatter
-            self._conditions['scatter'].step(_severity(scatter, config.scatter_fraction, config.scatter_failed_fraction),
-                                             1.0 - scatter)
+            state = _severity(scatter, config.scatter_fraction, config.scatter_failed_fraction)
+            self._conditions['scatter'].step(state, 1.0 - scatter)
         if len(self._reference) < config.reference_min:
             if len(xyz):
                 self._reference.append(histograms)

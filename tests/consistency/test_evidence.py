@@ -313,9 +313,11 @@ def test_a_healthy_modality_is_said_to_miss_only_an_object_it_has_seen():
     alone = dataclasses.replace(CONFIG, missing_after_sightings=0)
     stage = ConsistencyStage()
     f = frame(lidar_in_box(20, 2), None, [front_camera()])
-    raw = [stage.update(dataclasses.replace(f, stamp_ns=k * 50_000_000), dataclasses.replace(det, stamp_ns=k * 50_000_000),
-                        detection_evidence(f, det, unseen, GRID, HEAD, alone), CLASSES, alone).flags[0] for k in range(3)]
-    assert 'missing_in_radar' in raw[2]
+    evidence = detection_evidence(f, det, unseen, GRID, HEAD, alone)
+    flags = [stage.update(dataclasses.replace(f, stamp_ns=k * 50_000_000),
+                          dataclasses.replace(det, stamp_ns=k * 50_000_000), evidence, CLASSES, alone).flags[0]
+             for k in range(3)]
+    assert 'missing_in_radar' in flags[2]
 
 
 def test_an_object_only_one_modality_ever_sees_stays_flagged_as_such():
