@@ -155,9 +155,8 @@ class HealthBoard:
         return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
 
     def degraded_sensors(self) -> dict[str, str]:
-        """Sensors whose health or calibration is not ok (sensor -> modality): a camera that has turned
-        places what it sees wrongly. A lidar whose only trouble is a lost sector is left out (what lies
-        in the sector is judged per object)."""
+        """Sensors whose health is not ok (sensor -> modality); a lidar whose only trouble is a lost
+        sector is left out (what lies in the sector is judged per object)."""
         out = {}
         for name, e in self.last.items():
             trouble = set(e.conditions) - {'warming_up'}
@@ -165,23 +164,14 @@ class HealthBoard:
                 trouble -= {'sector_loss'}
             if e.state != 'ok' and trouble:
                 out[name] = e.modality
-        for name in self._miscalibrated():
-            out[name] = self.config.sensors[name].modality
         return out
-
-    def _miscalibrated(self) -> list[str]:
-        return [name for name, estimate in self.calibration.items()
-                if estimate.state != 'ok' and name in self.config.sensors]
 
     def occluded_regions(self) -> dict[str, tuple[float, float, float, float]]:
         """Cameras whose only trouble is an occlusion, each as the stuck region's bounds (x0, y0, x1,
         y1, fractions of the image): what lies outside it the camera still sees."""
         regions = {}
         keys = ('occluded_x0', 'occluded_y0', 'occluded_x1', 'occluded_y1')
-        miscalibrated = set(self._miscalibrated())  # in trouble all over its image
         for name, e in self.last.items():
-            if name in miscalibrated:
-                continue
             box = tuple(float(e.estimates.get(k, np.nan)) for k in keys)
             if e.modality == 'camera' and set(e.conditions) - {'warming_up'} == {'occluded'} \
                     and all(np.isfinite(box)):

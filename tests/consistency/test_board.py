@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from mmfusion_ros.config import load_config
 from mmfusion_ros.consistency.board import HealthBoard
-from mmfusion_ros.consistency.calibration import DriftEstimate
 from mmfusion_ros.frame import RADAR_FIELDS, Frame
 from mmfusion_ros.types import NS_PER_S, RigidTransform
 
@@ -72,12 +69,3 @@ def test_sensors_in_trouble_and_lost_lidar_sectors():
     assert board.occluded_regions() == {'cam_back': (0.1, 0.4, 0.5, 0.9)}
     board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.5, ('overexposed', 'occluded'), patch)
     assert board.occluded_regions() == {}
-    # A camera that has turned (calibration, not health) is in trouble for all it sees.
-    board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.7, ('occluded',), patch)
-    turned = DriftEstimate('cam_back', np.array([0.0, 0.0, 1.0]), 6.0, 0.9, 'degraded', 5, 200, 'drift 1.0 deg')
-    board.calibration['cam_back'] = turned
-    assert board.degraded_sensors()['cam_back'] == 'camera' and board.occluded_regions() == {}
-    board.calibration['cam_front_left'] = dataclasses.replace(turned, sensor='cam_front_left')
-    assert board.degraded_sensors()['cam_front_left'] == 'camera'
-    board.calibration['cam_front_left'] = dataclasses.replace(turned, sensor='cam_front_left', state='ok')
-    assert 'cam_front_left' not in board.degraded_sensors()
