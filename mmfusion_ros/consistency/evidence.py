@@ -478,7 +478,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
 
 def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, classes: tuple[str, ...],
                        config: ConsistencySection, velocities: np.ndarray | None = None,
-                       unproven: np.ndarray | None = None,
+                       unproven: np.ndarray | None = None, support: np.ndarray | None = None,
                        ) -> tuple[tuple[tuple[str, float], ...], ...]:
     """Per detection, its raw (single-frame) flags with scores, in a fixed order (module docstring).
 
@@ -488,8 +488,9 @@ def disagreement_flags(evidence: DetectionEvidence, detections: Detections3D, cl
     its absence is no disagreement (a radar below a median barrier never sees the far carriageway),
     unless health says the sensor that should see it is blind. ``only_<m>`` still counts on geometry:
     an object one modality alone has ever seen is what that flag is for.
+    ``support``: ``evidence.supports(config)`` where the caller has it already.
     """
-    support = evidence.supports(config)
+    support = evidence.supports(config) if support is None else support
     expected = evidence.expected()
     missing = expected & ~support
     if unproven is not None:

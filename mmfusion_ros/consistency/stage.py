@@ -60,10 +60,10 @@ class ConsistencyStage:
         self.filter.forget(ended)
         self._sightings.clear()
 
-    def _unproven(self, ids: Sequence[str], evidence: DetectionEvidence, config: ConsistencySection,
+    def _unproven(self, ids: Sequence[str], support: np.ndarray, config: ConsistencySection,
                   healthy: Sequence[bool]) -> np.ndarray:
-        """(N, 3) bool per the module docstring; then this frame's sightings are counted per track."""
-        support = evidence.supports(config)
+        """(N, 3) bool per the module docstring, from this frame's ``support`` (N, 3); then this frame's
+        sightings are counted per track."""
         unproven = np.zeros(support.shape, bool)
         for i, track_id in enumerate(ids):
             if not track_id:
@@ -90,8 +90,9 @@ class ConsistencyStage:
         # hits), not against one frame's regressed velocity.
         settled = tracked.hits[:n] >= self.velocity_hits
         track_velocity = np.where(settled[:, None], tracked.velocities[:n], np.nan)
-        unproven = self._unproven(ids, evidence, config, healthy)
-        raw = disagreement_flags(evidence, detections, classes, config, track_velocity, unproven)
+        support = evidence.supports(config)
+        unproven = self._unproven(ids, support, config, healthy)
+        raw = disagreement_flags(evidence, detections, classes, config, track_velocity, unproven, support)
         names = [[name for name, _ in row] for row in raw]
         scores = [dict(row) for row in raw]
         confirmed = self.filter.update(ids, names, scores)
