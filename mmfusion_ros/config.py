@@ -428,11 +428,14 @@ class HealthSection:
     # scatter_range_m that are alone in their scatter_voxel_m cube: 'scatter', degraded from
     # scatter_fraction (clean simulated drives 0.002 to 0.007, the real nuScenes, KITTI and PJLab sweeps
     # 0.001 to 0.005; the simulator's heavy rain 0.012 to 0.034), failed from scatter_failed_fraction.
-    # Fewer than scatter_min_points near returns: not judged.
+    # Fewer than scatter_min_points near returns: not judged. Once reference_min sweeps are learnt, also
+    # scatter_ratio times the lidar's own ordinary share (a coarse scan pattern leaves more returns alone:
+    # 0.027 for the test rig's 256 azimuth steps).
     scatter_range_m: float = 12.0
     scatter_voxel_m: float = 0.6
     scatter_min_points: int = 200
     scatter_fraction: float = 0.01
+    scatter_ratio: float = 3.0
     scatter_failed_fraction: float = 0.2
     # Radar ghosts: the share of returns without lidar or detection support, pooled over ghost_window
     # scans, against the share learned over the healthy reference scans.
@@ -460,7 +463,7 @@ class HealthSection:
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
                      'sector_min_deg', 'beam_bin_deg', 'ghost_margin', 'ghost_z',
-                     'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m'):
+                     'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m', 'scatter_ratio'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',

@@ -20,7 +20,8 @@ conditions behind it and the numbers behind those. The conditions, as published 
 - ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills, below a beam that
   still returns.
 - ``scatter`` (lidar, degraded / failed): rain, snow, spray or dust: the share of near returns that
-  stand alone in free air (surfaces return in scan lines; drops do not).
+  stand alone in free air (surfaces return in scan lines; drops do not), above both a floor and a
+  multiple of the share learnt from this lidar's ordinary sweeps.
 - ``ghosts`` (radar, degraded / failed): the share of returns without lidar or detection support, well
   above the share learned from ordinary scans.
 - ``warming_up`` (all, changes no state): the update could not be judged fully for want of history.
@@ -400,6 +401,7 @@ class LidarHealth(_SensorHealth):
         self._by_ring: bool | None = None  # beams from the ring field; fixed by the first sweep
         # (azimuth counts (A,), beam counts (B,), beam elevation sums (B,)) of healthy sweeps
         self._reference: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=config.reference_sweeps)
+        self._scatter_reference: deque[float] = deque(maxlen=config.reference_sweeps)  # of sweeps without scatter
 
     def update(self, stamp_ns: int, xyz_sensor: np.ndarray | None, ring: np.ndarray | None = None) -> HealthEstimate:
         """Judge one update: ``xyz_sensor`` the new sweep ``(N, 3)`` in the lidar frame, or ``None`` when
@@ -466,8 +468,15 @@ class LidarHealth(_SensorHealth):
         scatter = _scatter_fraction(xyz, config.scatter_range_m, config.scatter_voxel_m, config.scatter_min_points)
         if math.isfinite(scatter):
             out['scatter_fraction'] = scatter
-            state = _severity(scatter, config.scatter_fraction, config.scatter_failed_fraction)
+            # Against this lidar's own clean level once learnt (a coarse scan pattern leaves more returns
+            # alone); the first reference_min sweeps are learnt whatever they show.
+            learnt = len(self._scatter_reference) >= config.reference_min
+            floor = max(config.scatter_fraction, config.scatter_ratio * float(np.median(self._scatter_reference))) \
+                if learnt else config.scatter_fraction
+            state = _severity(scatter, min(floor, config.scatter_failed_fraction), config.scatter_failed_fraction)
             self._conditions['scatter'].step(state, 1.0 - scatter)
+            if state is None or not learnt:
+                self._scatter_reference.append(scatter)
         if len(self._reference) < config.reference_min:
             if len(xyz):
                 self._reference.append(histograms)

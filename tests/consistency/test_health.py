@@ -381,6 +381,17 @@ def test_rain_is_scatter_not_sector_or_beam_loss(intensity):
     assert run_lidar([sweep(rng, rain=1.0) for _ in range(3)], config=heavy)[-1].state == 'failed'
 
 
+def test_scatter_is_judged_against_the_lidars_own_ordinary_level():
+    # A floor this low reads every ordinary sweep as scatter (a coarse lidar's lone returns): once its
+    # own level is learnt, only a rise well above it counts.
+    low = dataclasses.replace(CONFIG, scatter_fraction=1e-4)
+    rng = np.random.default_rng(12)
+    estimates = run_lidar([sweep(rng, rain=0.5 if i >= 30 else 0.0) for i in range(40)], config=low)
+    assert 'scatter' in estimates[CONFIG.confirm_frames - 1].conditions  # before anything is learnt
+    assert all('scatter' not in e.conditions for e in estimates[15:30])
+    assert 'scatter' in estimates[30 + CONFIG.confirm_frames - 1].conditions
+
+
 def test_open_sky_empties_the_upper_beams_without_beam_loss():
     rng = np.random.default_rng(8)
     estimates = run_lidar([sweep(rng) for _ in range(10)] + [sweep(rng, wall=False) for _ in range(30)])
