@@ -199,7 +199,9 @@ def _cmd_eval_faults(args: argparse.Namespace) -> dict[str, Any]:
     result['weights'] = str(args.weights or config.model.weights or 'packaged default')
     clean = result['clean']
     print(f'clean: {clean["recordings"]} recordings, {clean["detections"]} detections, false-flag rate '
-          f'{clean["false_flag_rate"]} ({clean["false_flag_rate_objects"]} of the {clean["objects"]} that are objects)')
+          f'{clean["false_flag_rate"]} ({clean["false_flag_rate_objects"]} of the {clean["objects"]} that are objects); '
+          f'health not ok in {clean["health_false_alarms"]["rate"]} of the sensor-frames, '
+          f'{clean["health_false_alarms"]["recordings"]} recordings')
     print(f'{"fault":<24} {"pairs":>5} {"recall@3":>8} {"t_flag":>6} {"prec":>5} {"FF_pre":>6} {"health":>6} '
           f'{"h_lat":>5} {"RA":>5}')
     for kind, m in result['by_fault'].items():

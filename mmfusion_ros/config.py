@@ -286,11 +286,23 @@ class CalibrationSection:
     drift_confidence_sigma: float = 4.0  # the estimate must beat the nominal by this many standard errors
     drift_degraded_deg: float = 0.5
     drift_failed_deg: float = 2.0
-    # Clock offsets from matched (observation, reference track) pairs.
-    # Radar clock offsets from radar returns against tracked objects: off by default. On the clean demo
-    # drive the returns' mean position (the near face of a car, not its centre) read as offsets of
-    # over 150 ms on three radars; the pairing needs the returns' geometry modelled first.
-    radar_offsets: bool = False
+    # Radar clock offsets. 'static': from the radar's returns of the standing world against the lidar's
+    # surfaces while the vehicle moves (StaticOffsetEstimator). 'tracks': from returns against tracked
+    # objects (TimeOffsetEstimator; on the clean demo drive the returns' mean position, the near face
+    # of a car and not its centre, read as offsets of over 150 ms on three radars). 'off': none.
+    radar_offsets: Literal['static', 'tracks', 'off'] = 'static'
+    static_offset_window_frames: int = 10  # radar scans whose scores are summed (0.8 s at 13 Hz)
+    static_offset_min_returns: int = 60  # standing returns in the window before an estimate counts ...
+    static_offset_min_scans: int = 6  # ... from at least this many scans
+    static_offset_max_speed_mps: float = 0.5  # a return whose compensated velocity is below this stands
+    static_offset_search_ms: float = 150.0  # candidate offsets: +- this ...
+    static_offset_step_ms: float = 5.0  # ... in these steps
+    static_offset_sigma_m: float = 0.2  # a moved return this far from the nearest lidar point scores e^-1/2
+    static_offset_min_gain: float = 1.1  # the best offset's score over zero's and any rival peak's, to count
+    static_offset_separation_ms: float = 25.0  # offsets farther than this from the best are a rival peak
+    static_offset_degraded_ms: float = 20.0
+    static_offset_confirm_scans: int = 4  # consecutive scans that must call the clock off
+    # Clock offsets from matched (observation, reference track) pairs (radar_offsets: tracks).
     offset_window_frames: int = 40
     offset_min_pairs: int = 10  # moving pairs needed for an estimate
     offset_min_speed_mps: float = 2.0  # slower pairs (relative to the ego) carry no timing information
@@ -300,11 +312,17 @@ class CalibrationSection:
     offset_failed_ms: float = 150.0
 
     def __post_init__(self) -> None:
+        if self.radar_offsets not in ('static', 'tracks', 'off'):
+            raise ConfigError(f"radar_offsets: expected one of static, tracks, off, got {self.radar_offsets!r}")
         for name in ('drift_window_frames', 'drift_min_frames', 'drift_max_edge_points', 'drift_min_edge_points',
-                     'offset_window_frames', 'offset_min_pairs'):
+                     'offset_window_frames', 'offset_min_pairs', 'static_offset_window_frames',
+                     'static_offset_min_returns', 'static_offset_min_scans', 'static_offset_confirm_scans'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f'{name}: must be an integer >= 1, got {value!r}')
+        if self.static_offset_min_scans > self.static_offset_window_frames:
+            raise ConfigError(f'static_offset_min_scans: {self.static_offset_min_scans} exceeds '
+                              f'static_offset_window_frames ({self.static_offset_window_frames})')
         if not 2 <= self.drift_min_frames <= self.drift_window_frames:
             raise ConfigError(f'drift_min_frames: must be in [2, drift_window_frames = {self.drift_window_frames}], '
                               f'got {self.drift_min_frames}')
@@ -321,10 +339,18 @@ class CalibrationSection:
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f'{name}: must be in (0, 1), got {getattr(self, name)}')
         for name in ('drift_confidence_sigma', 'drift_degraded_deg', 'offset_min_speed_mps', 'offset_max_stderr_ms',
-                     'offset_degraded_ms'):
+                     'offset_degraded_ms', 'static_offset_max_speed_mps', 'static_offset_search_ms',
+                     'static_offset_step_ms', 'static_offset_sigma_m', 'static_offset_degraded_ms',
+                     'static_offset_separation_ms'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
-        for low, high in (('drift_degraded_deg', 'drift_failed_deg'), ('offset_degraded_ms', 'offset_failed_ms')):
+        if not self.static_offset_step_ms <= self.static_offset_search_ms:
+            raise ConfigError(f'static_offset_step_ms: {self.static_offset_step_ms} exceeds static_offset_search_ms '
+                              f'({self.static_offset_search_ms})')
+        if not self.static_offset_min_gain >= 1.0:
+            raise ConfigError(f'static_offset_min_gain: must be >= 1, got {self.static_offset_min_gain}')
+        for low, high in (('drift_degraded_deg', 'drift_failed_deg'), ('offset_degraded_ms', 'offset_failed_ms'),
+                          ('static_offset_degraded_ms', 'offset_failed_ms')):
             if not getattr(self, high) > getattr(self, low):
                 raise ConfigError(f'{high}: {getattr(self, high)} must exceed {low} ({getattr(self, low)})')
 
@@ -384,6 +410,9 @@ class HealthSection:
     silent_periods: float = 1.6  # no message for this many periods: 'silent' (failed)
     rate_window_s: float = 2.0  # the message rate is counted over this window
     rate_low_ratio: float = 0.6  # measured rate below this share of the nominal: 'rate_low' (degraded)
+    rate_gap_periods: float = 1.5  # an interval longer than this many periods lost round(interval) - 1 messages
+    rate_gap_window: int = 10  # 'rate_low' also when the last this many intervals lost ...
+    rate_min_lost: int = 2  # ... at least this many messages
     # Camera content, on the image area-downsampled to at most camera_work_width columns.
     camera_work_width: int = 320
     blackout_max_mean: float = 10.0  # grey levels (0-255): mean at most this ...
@@ -450,7 +479,7 @@ class HealthSection:
     def __post_init__(self) -> None:
         for name in ('confirm_frames', 'clear_frames', 'reference_sweeps', 'reference_min', 'camera_work_width',
                      'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns',
-                     'scatter_min_points'):
+                     'scatter_min_points', 'rate_gap_window', 'rate_min_lost'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f'{name}: must be an integer >= 1, got {value!r}')
@@ -460,6 +489,8 @@ class HealthSection:
         if self.camera_work_width < 16 or min(self.occlusion_grid) < 2:
             raise ConfigError(f'camera_work_width, occlusion_grid: need >= 16 columns and a grid of at least '
                               f'2 x 2, got {self.camera_work_width}, {list(self.occlusion_grid)}')
+        if not self.rate_gap_periods > 1:
+            raise ConfigError(f'rate_gap_periods: must exceed 1 (a gap is longer than a period), got {self.rate_gap_periods}')
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
                      'sector_min_deg', 'beam_bin_deg', 'ghost_margin', 'ghost_z',

@@ -15,9 +15,11 @@ blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar
 
 Calibration (``calibration.py``) rides along: every second frame one camera in turn (round robin:
 about 8 ms a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and after the
-detections are tracked (``update_offsets``) each radar's clock offset is estimated from where its
-returns put the tracked objects against where the fused detections do, given their motion relative
-to the vehicle. ``states()`` is the worst of a sensor's health and calibration.
+each new radar scan's returns of the standing world are held against the lidar's current surfaces
+for that radar's clock offset (``calibration.radar_offsets: static``; with ``tracks`` instead, once
+the detections are tracked (``update_offsets``), from where its returns put the tracked objects
+against where the fused detections do). ``states()`` is the worst of a sensor's health and
+calibration.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ..config import FusionConfig
 from ..frame import Frame
 from ..model.config import MODALITIES
 from ..types import Detections3D
-from .calibration import CameraDriftEstimator, DriftEstimate, OffsetEstimate, TimeOffsetEstimator
+from .calibration import (CameraDriftEstimator, DriftEstimate, OffsetEstimate, StaticOffsetEstimator,
+                          TimeOffsetEstimator, surface_index)
 from .health import CameraHealth, HealthEstimate, LidarHealth, RadarHealth, health_monitors
 
 __all__ = ['HealthBoard']
@@ -53,7 +56,7 @@ class HealthBoard:
         self._last_pose: tuple[int, np.ndarray] | None = None
         self._last_scan: dict[str, float] = {}
         self.drift: dict[str, CameraDriftEstimator] = {}  # made once the lidar's mount is known
-        self.offsets = {name: TimeOffsetEstimator(name, config.calibration) for name in config.sensors_of('radar')}
+        self.offsets = self._offset_estimators()
         self.calibration: dict[str, DriftEstimate | OffsetEstimate] = {}
         self.mounts: dict[str, Any] = {}  # sensor -> its mount on the vehicle, last known (a silent one's too)
         self._turn = 0
@@ -65,10 +68,14 @@ class HealthBoard:
         self._last_pose = None
         self._last_scan.clear()
         self.drift.clear()
-        self.offsets = {name: TimeOffsetEstimator(name, self.config.calibration)
-                        for name in self.config.sensors_of('radar')}
+        self.offsets = self._offset_estimators()
         self.calibration.clear()
         self._turn = 0
+
+    def _offset_estimators(self) -> dict[str, StaticOffsetEstimator | TimeOffsetEstimator]:
+        kind = {'static': StaticOffsetEstimator, 'tracks': TimeOffsetEstimator}.get(self.config.calibration.radar_offsets)
+        return {} if kind is None else {name: kind(name, self.config.calibration)
+                                        for name in self.config.sensors_of('radar')}
 
     def states(self) -> dict[str, str]:
         """Per sensor the worse of its health state and its calibration state."""
@@ -98,6 +105,7 @@ class HealthBoard:
         self.mounts.update(frame.sensor_to_base)
         views = {view.name: view for view in frame.cameras}
         support_grid = None  # built once a frame, when a radar needs it
+        standing: dict[str, np.ndarray] = {}  # radar -> its new scan's returns of the standing world (R, 2)
         lidar_now = None
         if frame.lidar is not None and len(frame.lidar):
             age = frame.lidar[:, 4]
@@ -127,8 +135,12 @@ class HealthBoard:
                             if support_grid is None:
                                 support_grid = self._support_grid(lidar_now)
                             supported = self._lidar_support(frame.radar[rows, :2], support_grid)  # type: ignore[index]
+                            if isinstance(self.offsets.get(name), StaticOffsetEstimator) and moving:
+                                standing[name] = self._standing(frame.radar[rows])  # type: ignore[index]
                 scan_ns = int(round(self._last_scan[name] * 1e9)) if name in self._last_scan else None
                 self.last[name] = monitor.update(stamp, points, supported, scan_ns)
+        if standing and lidar_now is not None:
+            self._update_static_offsets(standing, lidar_now)
         self._update_drift(frame, lidar_now)
         return dict(self.last)
 
@@ -193,8 +205,28 @@ class HealthBoard:
         return {n: m for n, m in self.mounts.items() if n in self.config.sensors and
                 self.config.sensors[n].modality == 'radar'}
 
+    def _standing(self, scan: np.ndarray) -> np.ndarray:
+        """(R, 2) base-frame x, y of a radar scan's returns whose compensated velocity is small."""
+        still = np.hypot(scan[:, 3], scan[:, 4]) < self.config.calibration.static_offset_max_speed_mps
+        return scan[still, :2].astype(np.float64)
+
+    def _update_static_offsets(self, standing: Mapping[str, np.ndarray], lidar_now: np.ndarray) -> None:
+        """New radar scans' standing returns to their clock estimators, against one nearest-neighbour
+        index over the lidar's raised points near any of them (within the largest shift an offset
+        can make at this speed, plus the score's reach)."""
+        calibration = self.config.calibration
+        speed = float(np.linalg.norm(self.ego_velocity))
+        reach = calibration.static_offset_search_ms * 1e-3 * speed + 3 * calibration.static_offset_sigma_m
+        raised = self._raised(lidar_now)
+        returns = np.concatenate(list(standing.values()))
+        near = _within(raised[:, :2], returns, reach) if len(returns) else np.zeros(len(raised), bool)
+        surfaces = surface_index(raised[near]) if near.any() else None
+        for name, xy in standing.items():
+            self.calibration[name] = self.offsets[name].update(xy, surfaces, self.ego_velocity)
+
     def update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
-        if not self.config.calibration.radar_offsets:
+        """Radar clock offsets from the tracked objects (``calibration.radar_offsets: tracks``)."""
+        if self.config.calibration.radar_offsets != 'tracks':
             return
         self._update_offsets(frame, detections, settled)
 
@@ -272,9 +304,14 @@ class HealthBoard:
         return self._in_sensor(frame, name, cloud[newest[0]])  # type: ignore[index]
 
     @staticmethod
-    def _support_grid(lidar_now: np.ndarray) -> np.ndarray:
+    def _raised(lidar_now: np.ndarray) -> np.ndarray:
+        """The sweep's points above the ground (higher than its lowest point by GROUND_CLEARANCE_M)."""
+        return lidar_now[lidar_now[:, 2] > lidar_now[:, 2].min() + GROUND_CLEARANCE_M] if len(lidar_now) else lidar_now
+
+    @classmethod
+    def _support_grid(cls, lidar_now: np.ndarray) -> np.ndarray:
         """Cells (SUPPORT_CELL_M, +-SUPPORT_REACH_M, one-cell border) near lidar points above the ground."""
-        raised = lidar_now[lidar_now[:, 2] > lidar_now[:, 2].min() + GROUND_CLEARANCE_M] if len(lidar_now) else lidar_now
+        raised = cls._raised(lidar_now)
         reach = SUPPORT_REACH_M
         cells = int(2 * reach / SUPPORT_CELL_M)
         occupied = np.zeros((cells + 2, cells + 2), bool)  # a one-cell border, so neighbours never wrap
@@ -297,6 +334,19 @@ class HealthBoard:
         supported = np.ones(len(xy), bool)  # beyond the lidar's reach: no evidence of a ghost
         supported[inside] = grown[ij[inside, 0], ij[inside, 1]]
         return supported
+
+
+def _within(points: np.ndarray, centres: np.ndarray, reach: float) -> np.ndarray:
+    """(N,) bool: which of ``points`` (N, 2) lie in a square cell (of side ``reach``) next to one of a
+    ``centres`` (M, 2) cell: everything within ``reach`` of a centre, and some more."""
+    cell = max(reach, 0.1)
+    keys = lambda xy: np.floor(xy / cell).astype(np.int64)  # noqa: E731
+    taken = keys(centres)
+    near = {(int(i) + di, int(j) + dj) for i, j in taken for di in (-1, 0, 1) for dj in (-1, 0, 1)}
+    cells = keys(points)
+    lookup = np.array(sorted(near), np.int64)
+    code = lambda ij: ij[:, 0] * 1_000_003 + ij[:, 1]  # noqa: E731
+    return np.isin(code(cells), code(lookup))
 
 
 def health_statuses(estimates: Mapping[str, HealthEstimate]) -> list:

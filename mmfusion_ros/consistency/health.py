@@ -7,8 +7,11 @@ conditions behind it and the numbers behind those. The conditions, as published 
 ``HealthSection``):
 
 - ``silent`` (all, failed): no message for ``silent_periods`` nominal periods.
-- ``rate_low`` (all, degraded): fewer messages over ``rate_window_s`` than ``rate_low_ratio`` of the
-  nominal rate (not during a silence, nor for a window after one).
+- ``rate_low`` (all, degraded): messages lost: at least ``rate_min_lost`` missing in the gaps of the
+  last ``rate_gap_window`` intervals (a gap: longer than ``rate_gap_periods`` periods; a lost message
+  shows at the next one, without waiting for a window), or fewer messages over ``rate_window_s`` than
+  ``rate_low_ratio`` of the nominal rate (neither during a silence, nor the rate for a window after
+  one).
 - ``blackout`` (camera, failed): the grey image is dark and flat (called at the first such image).
 - ``frozen`` (camera, failed): the same image again, full-resolution mean difference about zero, while
   time advances (called at the first repeat: no confirming frames).
@@ -179,6 +182,7 @@ class _SensorHealth(abc.ABC):
         self._last_ns: int | None = None
         self._last_data_ns: int | None = None
         self._data_ns: deque[int] = deque()
+        self._lost: deque[int] = deque(maxlen=self.config.rate_gap_window)  # messages missing per interval
         self._period_ns: float | None = NS_PER_S / self.rate_hz if self.rate_hz else None
         self._reset_content()
 
@@ -201,6 +205,10 @@ class _SensorHealth(abc.ABC):
         if fresh:
             if silent.active:
                 self._rate_from_ns = stamp_ns  # the silence is reported; the rate counts from its end
+                self._lost.clear()
+            elif self._last_data_ns is not None and self._period_ns:
+                interval = (data_ns - self._last_data_ns) / self._period_ns  # in periods
+                self._lost.append(max(0, round(interval) - 1) if interval > config.rate_gap_periods else 0)
             self._last_data_ns = data_ns
             self._data_ns.append(data_ns)
         window_ns = config.rate_window_s * NS_PER_S
@@ -212,12 +220,20 @@ class _SensorHealth(abc.ABC):
         if self._period_ns:
             silent.step('failed' if age_ns > config.silent_periods * self._period_ns else None, 0.0)
         rate_hz = math.nan
+        lost = sum(self._lost)
+        kept = len(self._lost) / (len(self._lost) + lost) if self._lost else 1.0  # of the recent messages
+        judged = bool(self._lost)
+        low = lost >= config.rate_min_lost and not silent.active
         if stamp_ns - self._rate_from_ns >= window_ns:
+            judged = True
             rate_hz = len(self._data_ns) / config.rate_window_s
             nominal = NS_PER_S / self._period_ns if self._period_ns else None
-            low = nominal is not None and rate_hz < config.rate_low_ratio * nominal and not silent.active
-            self._conditions['rate_low'].step('degraded' if low else None, rate_hz / nominal if nominal else 1.0)
-        return {'rate_hz': rate_hz, 'age_ms': age_ns / 1e6}
+            if nominal is not None:
+                kept = min(kept, rate_hz / nominal)
+                low |= rate_hz < config.rate_low_ratio * nominal and not silent.active
+        if judged:
+            self._conditions['rate_low'].step('degraded' if low else None, kept)
+        return {'rate_hz': rate_hz, 'age_ms': age_ns / 1e6, 'lost_messages': float(lost)}
 
     def _estimate(self, estimates: dict[str, float], warming_up: bool) -> HealthEstimate:
         active = {name: c for name, c in self._conditions.items() if c.active}

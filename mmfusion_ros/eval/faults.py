@@ -17,6 +17,8 @@ Per fault type:
 - ``false_flag_rate_clean``: flagged detections / detections on the clean renders (and, per fault
   type, on the frames of the faulted recordings before the fault starts); overall also
   ``false_flag_rate_objects``: of the detections that are a scored ground-truth object, those flagged;
+  and ``health_false_alarms``: on the clean renders, the sensors' states other than ok (per frame and
+  sensor, the recordings with any, and the frames per sensor);
 - ``health_recall`` / ``health_latency_frames``: the faulted sensor's health leaves ``ok`` during the
   fault (and how many frames after its start), when the pipeline reports health;
 - ``mAP_fault``, ``mAP_clean``, ``NDS_fault``, ``NDS_clean`` over the frames of the fault window, and
@@ -42,7 +44,8 @@ from ..types import Detections3D
 from .detection import DetectionEvalConfig, evaluate_detections
 from .run import recordings, scored_truth
 
-__all__ = ['FaultFrame', 'clean_summary', 'evaluate_fault_recordings', 'fault_metrics', 'run_recording']
+__all__ = ['FaultFrame', 'clean_summary', 'evaluate_fault_recordings', 'fault_metrics', 'health_false_alarms',
+           'run_recording']
 
 MATCH_M = 2.0  # a detection within this of a ground-truth centre is that object's
 RECALL_FRAMES = 3
@@ -205,7 +208,19 @@ def clean_summary(runs: Sequence[Sequence[FaultFrame]]) -> dict[str, Any]:
             'false_flag_rate': round(flagged / detections, 4) if detections else None,
             'objects': len(objects),
             'false_flag_rate_objects': round(objects_flagged / len(objects), 4) if objects else None,
-            'flags_by_kind': dict(sorted(kinds.items()))}
+            'flags_by_kind': dict(sorted(kinds.items())),
+            'health_false_alarms': health_false_alarms(runs)}
+
+
+def health_false_alarms(runs: Sequence[Sequence[FaultFrame]]) -> dict[str, Any]:
+    """Health (and calibration) verdicts other than ok on recordings without faults: the share of
+    (frame, sensor) states, the recordings with any, and the frames per sensor."""
+    states = [(name, state) for run in runs for f in run for name, state in f.health.items()]
+    alarms = collections.Counter(name for name, state in states if state != 'ok')
+    return {'sensor_frames': len(states),
+            'rate': round(sum(alarms.values()) / len(states), 4) if states else None,
+            'recordings': sum(1 for run in runs if any(s != 'ok' for f in run for s in f.health.values())),
+            'frames_by_sensor': dict(sorted(alarms.items()))}
 
 
 def evaluate_fault_recordings(faulted: Sequence[Path], clean: Sequence[Path], config: FusionConfig,

@@ -5,6 +5,12 @@ centred at (x, y) has head coordinates ``u = (x - x_min) / cell``, ``v = (y - y_
 centre cell is ``(row, col) = (floor(v), floor(u))`` and its offset target ``(u - col, v - row)``, in
 [0, 1). Decoding inverts that exactly: ``x = x_min + (col + dx) * cell``. Sizes are regressed as
 logs, yaw as (sin, cos), z and velocity as they are.
+
+The box is also a regression target at the cells around its centre cell (its 3x3 neighbourhood and
+every cell whose centre lies in its footprint, each cell owned by the nearest box centre), with the
+offset from that cell: ``(u - c, v - r)``, outside [0, 1) there. A heatmap peak that lands beside the
+centre, as it does on a bus whose near end is all the lidar sees, then still regresses the true
+centre, and two peaks on one long vehicle regress the same box, which NMS merges.
 """
 
 from __future__ import annotations
@@ -113,6 +119,10 @@ class HeadTargets(NamedTuple):
     regression: torch.Tensor  # (max_objects, 10) float32: offset(2), z, log size(3), sin, cos, vx, vy
     mask: torch.Tensor  # (max_objects,) bool: the row is a real box
     dropped_outside: int  # boxes whose centre lies outside the grid (no target)
+    dense_index: torch.Tensor  # (M,) int64 flat head cells that regress a box (the centre cells among them)
+    dense_slot: torch.Tensor  # (M,) int64 the row of ``regression`` each of those cells regresses
+    dense_offset: torch.Tensor  # (M, 2) float32 the box centre from that cell: (u - col, v - row)
+    dense_weight: torch.Tensor  # (M,) float32 each box's cells sum to 1, half of it on the centre cell
 
 
 def gaussian_radius(length: float, width: float, min_overlap: float) -> float:
@@ -185,5 +195,42 @@ def encode_targets(boxes: Detections3D, grid: GridConfig, head: HeadConfig,
         regression[slot] = [u[i] - col, v[i] - row, boxes.centers[i, 2], *log_size,
                             math.sin(boxes.yaws[i]), math.cos(boxes.yaws[i]), *boxes.velocities[i]]
         mask[slot] = True
+    dense = _dense_cells(boxes, rows, u, v, cell, H, W)
     return HeadTargets(torch.from_numpy(heatmap), torch.from_numpy(index), torch.from_numpy(labels),
-                       torch.from_numpy(regression), torch.from_numpy(mask), int(len(boxes) - len(rows)))
+                       torch.from_numpy(regression), torch.from_numpy(mask), int(len(boxes) - len(rows)),
+                       *(torch.from_numpy(a) for a in dense))
+
+
+def _dense_cells(boxes: Detections3D, rows: np.ndarray, u: np.ndarray, v: np.ndarray, cell: float,
+                 H: int, W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(index, slot, offset, weight) of the cells that regress each box (see the module doc).
+
+    A box's cells: the 3x3 around its centre cell and those whose centre is inside its footprint
+    grown by half a cell. Centre cells belong to their box; a cell two boxes claim otherwise goes
+    to the box whose centre is nearer. Weights: 1/2 on the centre cell, the other 1/2 shared evenly
+    by all the box's cells, so each box weighs 1 whatever its size.
+    """
+    centre_cell = [min(int(math.floor(v[i])), H - 1) * W + min(int(math.floor(u[i])), W - 1) for i in rows]
+    owner: dict[int, tuple[float, int]] = {}  # flat cell -> (distance in cells, slot)
+    for slot, i in enumerate(rows):
+        row, col = divmod(centre_cell[slot], W)
+        half_l, half_w = boxes.sizes[i, 0] / cell / 2 + 0.5, boxes.sizes[i, 1] / cell / 2 + 0.5
+        reach = int(math.ceil(math.hypot(half_l, half_w)))
+        rr, cc = np.mgrid[max(row - reach, 0):min(row + reach + 1, H), max(col - reach, 0):min(col + reach + 1, W)]
+        du, dv = u[i] - (cc + 0.5), v[i] - (rr + 0.5)  # cell centre -> box centre, in cells
+        c, s = math.cos(boxes.yaws[i]), math.sin(boxes.yaws[i])
+        inside = (np.abs(c * du + s * dv) <= half_l) & (np.abs(-s * du + c * dv) <= half_w)
+        inside |= (np.abs(rr - row) <= 1) & (np.abs(cc - col) <= 1)
+        for flat, distance in zip((rr * W + cc)[inside].tolist(), np.hypot(du, dv)[inside].tolist()):
+            if flat not in owner or distance < owner[flat][0]:
+                owner[flat] = (distance, slot)
+    for slot, flat in enumerate(centre_cell):  # the centre cells first: a box always regresses its own
+        owner[flat] = (-1.0, slot) if owner[flat][0] >= 0 or owner[flat][1] == slot else owner[flat]
+    index = np.array(sorted(owner), np.int64)
+    slot = np.array([owner[f][1] for f in index.tolist()], np.int64)
+    row, col = np.divmod(index, W)
+    offset = np.stack([u[rows][slot] - col, v[rows][slot] - row], axis=1).astype(np.float32).reshape(-1, 2)
+    count = np.bincount(slot, minlength=len(rows))
+    is_centre = np.array([owner[f][0] < 0 for f in index.tolist()], bool)
+    weight = (0.5 / np.maximum(count[slot], 1) + 0.5 * is_centre).astype(np.float32)
+    return index, slot, offset, weight

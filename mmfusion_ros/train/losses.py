@@ -1,7 +1,8 @@
 """Training losses, one function each, summed with the weights of ``LossConfig`` by ``total_loss``.
 
 - heatmap: CenterNet's penalty-reduced focal loss on the fused class heatmap;
-- regression: L1 on offset, z, log size, sin/cos yaw and velocity at each object's centre cell;
+- regression: L1 on offset, z, log size, sin/cos yaw and velocity at each object's centre cell and
+  the cells around it (a peak beside the centre still regresses the centre);
 - auxiliary: the same focal loss on each present modality's own heatmap (what it alone believes);
 - consistency: InfoNCE between two modalities' projected BEV features at the object centres: an
   object's camera feature should be nearer its lidar feature than any other object's, and so on
@@ -47,21 +48,24 @@ def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor,
 def regression_loss(outputs: NetOutputs, targets: HeadTargets, velocity_weight: float,
                     class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean over objects (class_weights by label) of the weighted L1 over the 10 box
-    channels at their centre cells."""
+    channels at the cells that regress each object (``HeadTargets.dense_*``: the centre cell, its
+    neighbours and the footprint, their weights summing to 1 an object)."""
     head = outputs.head
     reg = torch.cat([head.offset, head.z, head.log_size, head.yaw, head.velocity], dim=1)[0]  # (10, H, W)
-    mask = targets.mask
-    if not bool(mask.any()):
+    if not bool(targets.mask.any()) or len(targets.dense_index) == 0:
         return reg.sum() * 0.0
-    index = targets.index[mask].to(reg.device)
-    predicted = reg.reshape(reg.shape[0], -1)[:, index].t()  # (N, 10)
-    wanted = targets.regression[mask].to(reg.device)
-    weights = torch.ones(10, device=reg.device)
-    weights[8:] = velocity_weight
-    per_object = ((predicted - wanted).abs() * weights).sum(dim=1)
+    device = reg.device
+    slot = targets.dense_slot.to(device)
+    predicted = reg.reshape(reg.shape[0], -1)[:, targets.dense_index.to(device)].t()  # (M, 10)
+    wanted = targets.regression.to(device)[slot].clone()
+    wanted[:, :2] = targets.dense_offset.to(device)
+    channel = torch.ones(10, device=device)
+    channel[8:] = velocity_weight
+    per_cell = ((predicted - wanted).abs() * channel).sum(dim=1) * targets.dense_weight.to(device)
+    per_object = torch.zeros(len(targets.mask), device=device).index_add_(0, slot, per_cell)[targets.mask.to(device)]
     if class_weights is None:
         return per_object.mean()
-    w = class_weights.to(reg.device)[targets.labels[mask].to(reg.device)]
+    w = class_weights.to(device)[targets.labels[targets.mask].to(device)]
     return (per_object * w).sum() / w.sum()
 
 

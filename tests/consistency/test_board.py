@@ -69,3 +69,46 @@ def test_sensors_in_trouble_and_lost_lidar_sectors():
     assert board.occluded_regions() == {'cam_back': (0.1, 0.4, 0.5, 0.9)}
     board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.5, ('overexposed', 'occluded'), patch)
     assert board.occluded_regions() == {}
+
+
+def _street_frames(offset_ms: float, frames: int = 24, speed: float = 8.0):
+    """20 Hz frames of a vehicle driving along x past standing walls and poles: a lidar sweep of them
+    (and the ground), and radar_front's returns of them as a clock ``offset_ms`` late places them."""
+    from mmfusion_ros.frame import LIDAR_FIELDS
+
+    config = load_config()
+    rng = np.random.default_rng(3)
+    poles = np.repeat(rng.uniform([-20, -15], [70, 15], (30, 2)), 5, axis=0)
+    walls = [np.column_stack([x0 + np.linspace(-4, 4, 60) * np.cos(a), y0 + np.linspace(-4, 4, 60) * np.sin(a)])
+             for x0, y0, a in ((25.0, 8.0, 1.4), (40.0, -10.0, 1.7), (15.0, -9.0, 1.0), (55.0, 5.0, 1.57))]
+    world = np.concatenate([poles, *walls])
+    ground = np.column_stack([rng.uniform(-30, 30, (300, 2)), np.full(300, -1.8)])
+    lidars, radars = tuple(config.sensors_of('lidar')), tuple(config.sensors_of('radar'))
+    identity = RigidTransform.from_matrix(np.eye(4))
+    mounts = {name: identity for name in (*lidars, *radars)}
+    for k in range(frames):
+        t = k / 20
+        here = world - [speed * t, 0.0]
+        surfaces = np.column_stack([np.repeat(here, 2, axis=0), np.tile([0.2, 1.5], len(here))])
+        lidar = np.zeros((len(surfaces) + len(ground), len(LIDAR_FIELDS)), np.float32)
+        lidar[:, :3] = np.concatenate([surfaces, ground])
+        hits = here[rng.choice(len(here), 40, replace=False)] + rng.normal(0, 0.05, (40, 2))
+        radar = np.zeros((40, len(RADAR_FIELDS)), np.float32)  # standing: compensated velocity 0
+        radar[:, :2] = hits + [speed * offset_ms * 1e-3, 0.0]
+        pose = RigidTransform(np.eye(3), np.array([speed * t, 0.0, 0.0]))
+        yield Frame(round(t * NS_PER_S), 'base_link', lidar=lidar, radar=radar, pose=pose, sensor_to_base=mounts,
+                    lidar_sensor=np.zeros(len(lidar), np.int16), lidar_sensors=lidars,
+                    radar_sensor=np.full(40, radars.index('radar_front'), np.int16), radar_sensors=radars)
+
+
+def test_a_late_radar_clock_is_called_from_its_returns_of_the_standing_world():
+    board = HealthBoard(load_config())
+    for frame in _street_frames(50.0):
+        board.update(frame)
+    estimate = board.calibration['radar_front']
+    assert estimate.state == 'degraded' and abs(estimate.estimate - 50.0) <= 5.0
+    assert board.states()['radar_front'] == 'degraded'
+    board = HealthBoard(load_config())
+    for frame in _street_frames(0.0):
+        board.update(frame)
+    assert board.calibration['radar_front'].state == 'ok' and abs(board.calibration['radar_front'].estimate) <= 5.0

@@ -441,6 +441,71 @@ def test_offset_errors_name_the_value():
     assert estimator.update(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 2))).frames == 2
 
 
+# --- radar clock offset from the standing world ------------------------------------------------------
+
+
+def standing_world(rng: np.random.Generator, walls: bool = True) -> np.ndarray:
+    """(N, 2) x, y of a street's standing surfaces: poles, and (``walls``) walls across the road ahead
+    and beside it at angles; without walls only a guard rail along the road (the motion)."""
+    parts = [np.column_stack([np.linspace(-40, 60, 400), np.full(400, -6.0)])]  # a guard rail along x
+    if walls:
+        poles = rng.uniform([-30, -15], [60, 15], (25, 2))
+        parts.append(np.repeat(poles, 6, axis=0) + rng.normal(0, 0.05, (150, 2)))
+        for x0, y0, angle in ((25.0, 8.0, 80.0), (40.0, -10.0, 100.0), (15.0, -9.0, 60.0), (55.0, 5.0, 90.0)):
+            t = np.linspace(-4, 4, 80)
+            a = math.radians(angle)
+            parts.append(np.column_stack([x0 + t * math.cos(a), y0 + t * math.sin(a)]))
+    return np.concatenate(parts)
+
+
+def radar_scans(offset_ms: float, speed: float = 8.0, scans: int = 12, walls: bool = True, seed: int = 0):
+    """Per scan (standing returns, lidar surfaces, ego velocity), base frame: the ego drives along x;
+    returns are 40 points of the world a radar's clock ``offset_ms`` late puts ``v o`` ahead."""
+    rng = np.random.default_rng(seed)
+    world = standing_world(rng, walls)
+    velocity = np.array([speed, 0.0])
+    out = []
+    for k in range(scans):
+        here = world - velocity * k * 0.077  # the world in the base frame of scan k
+        hits = here[rng.choice(len(here), 40, replace=False)] + rng.normal(0, 0.08, (40, 2))
+        out.append((hits + velocity * offset_ms * 1e-3, here, velocity))
+    return out
+
+
+def run_static(scans, config: CalibrationSection = CalibrationSection()):
+    estimator = calibration.StaticOffsetEstimator('radar_front', config)
+    return [estimator.update(hits, calibration.surface_index(here), v) for hits, here, v in scans]
+
+
+def test_a_late_radar_is_found_from_the_standing_world():
+    estimates = run_static(radar_scans(50.0))
+    assert all(e.state == 'ok' and 'insufficient data' in e.message for e in estimates[:5])  # fewer than 6 scans
+    # from the 6th scan on the estimate calls it; the 4th call in a row (the 9th scan) confirms it
+    assert [e.state for e in estimates[5:9]] == ['ok'] * 3 + ['degraded'] and 'unconfirmed' in estimates[7].message
+    last = estimates[-1]
+    assert last.state == 'degraded' and abs(last.estimate - 50.0) <= 5.0 and last.frames == 10
+    assert 'clock offset' in last.message and last.status().level == DiagnosticStatus.WARN
+    early = run_static(radar_scans(-40.0, speed=12.0))[-1]  # early stamps: the sign follows
+    assert early.state == 'degraded' and abs(early.estimate + 40.0) <= 5.0
+    way_off = run_static(radar_scans(180.0, speed=5.0), CalibrationSection(static_offset_search_ms=250.0))[-1]
+    assert way_off.state == 'failed' and abs(way_off.estimate - 180.0) <= 5.0
+
+
+def test_a_radar_on_time_and_an_open_road_are_not_called():
+    right = run_static(radar_scans(0.0))[-1]
+    assert right.state == 'ok' and abs(right.estimate) <= 5.0 and 'insufficient' not in right.message
+    # A guard rail along the road scores alike at every offset: no evidence either way, however late.
+    rail = run_static(radar_scans(50.0, walls=False))[-1]
+    assert rail.state == 'ok' and 'insufficient data' in rail.message
+    # Standing still (or slower than offset_min_speed_mps) shows no offset and adds nothing.
+    still = run_static(radar_scans(50.0, speed=1.0))[-1]
+    assert still.frames == 0 and math.isnan(still.estimate) and still.state == 'ok'
+    # No lidar surfaces, or no standing returns: nothing added either.
+    estimator = calibration.StaticOffsetEstimator('radar_front')
+    assert estimator.update(np.zeros((0, 2)), None, np.array([8.0, 0.0])).frames == 0
+    assert calibration.surface_index(np.zeros((0, 3))) is None
+
+
 # --- configuration --------------------------------------------------------------------------------
 
 
@@ -459,6 +524,11 @@ def test_the_calibration_section_loads_and_checks():
             ({'drift_failed_deg': 0.4}, r'drift_failed_deg: 0.4 must exceed drift_degraded_deg \(0.5\)'),
             ({'offset_failed_ms': 20.0}, r'offset_failed_ms: 20.0 must exceed offset_degraded_ms \(30.0\)'),
             ({'drift_min_edge_points': 500}, 'drift_min_edge_points: 500 exceeds drift_max_edge_points'),
-            ({'offset_min_speed_mps': 0.0}, 'offset_min_speed_mps: must be positive')):
+            ({'offset_min_speed_mps': 0.0}, 'offset_min_speed_mps: must be positive'),
+            ({'radar_offsets': 'always'}, 'radar_offsets: expected one of static, tracks, off'),
+            ({'static_offset_min_scans': 12}, r'static_offset_min_scans: 12 exceeds static_offset_window_frames \(10\)'),
+            ({'static_offset_step_ms': 200.0}, r'static_offset_step_ms: 200.0 exceeds static_offset_search_ms'),
+            ({'static_offset_min_gain': 0.9}, 'static_offset_min_gain: must be >= 1'),
+            ({'static_offset_sigma_m': 0.0}, 'static_offset_sigma_m: must be positive')):
         with pytest.raises(ConfigError, match=message):
             CalibrationSection(**kwargs)

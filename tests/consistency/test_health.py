@@ -227,6 +227,28 @@ def test_camera_silence_rate_and_repeated_messages():
     assert first(estimates, 'silent') is None
 
 
+def test_lost_messages_are_counted_from_the_gaps_at_once():
+    """Messages lost now and then show in the intervals between those that come, long before the
+    2 s rate window fills; one lost message, or jitter under 1.5 periods, is no fault."""
+    camera = PanningCamera(15)
+    period = NS_PER_S / 12
+    monitor = CameraHealth('cam_front', CONFIG, rate_hz=12.0)
+    lost = {5, 9}  # the 6th and 10th images never come
+    estimates = [monitor.update(stamp(i, 12.0), None if i in lost else camera.image(i)) for i in range(14)]
+    assert all('rate_low' not in e.conditions for e in estimates[:10])
+    assert estimates[10].conditions == ('rate_low',) and estimates[10].state == 'degraded'  # the image after the 2nd loss
+    assert estimates[10].estimates['lost_messages'] == 2.0 and estimates[10].score == pytest.approx(8 / 10)  # 8 intervals, 2 lost
+    assert stamp(10, 12.0) - stamp(0, 12.0) < CONFIG.rate_window_s * NS_PER_S
+    # Then none lost for rate_gap_window intervals: cleared.
+    more = [monitor.update(stamp(i, 12.0), camera.image(i)) for i in range(14, 14 + CONFIG.rate_gap_window + 1)]
+    assert more[-1].conditions == ()
+    # One lost message, and stamps up to 20 % of a period late or early, are no fault.
+    monitor = CameraHealth('cam_front', CONFIG, rate_hz=12.0)
+    jitter = np.random.default_rng(2).uniform(-0.2, 0.2, 40) * period
+    estimates = [monitor.update(stamp(i, 12.0) + int(jitter[i]), None if i == 7 else camera.image(i)) for i in range(40)]
+    assert all(set(e.conditions) <= {'warming_up'} for e in estimates) and estimates[-1].conditions == ()
+
+
 def test_camera_without_a_nominal_rate_learns_it():
     camera = PanningCamera(16)
     monitor = CameraHealth('cam_front', CONFIG)

@@ -94,3 +94,14 @@ def test_clean_false_flags_of_detections_and_of_objects():
     assert summary['detections'] == 12 and summary['false_flag_rate'] == pytest.approx(3 / 12, abs=1e-4)
     assert summary['objects'] == 8 and summary['false_flag_rate_objects'] == pytest.approx(1 / 8, abs=1e-4)
     assert summary['flags_by_kind'] == {'missing_in_lidar': 1, 'missing_in_radar': 1, 'only_radar': 2}
+    assert summary['health_false_alarms'] == {'sensor_frames': 0, 'rate': None, 'recordings': 0, 'frames_by_sensor': {}}
+
+
+def test_health_false_alarms_on_clean_recordings():
+    from mmfusion_ros.eval.faults import health_false_alarms
+
+    quiet = frames([((), (), ())] * 4, fault_from=99, recording='scene_00000', health=['ok'] * 4)
+    noisy = frames([((), (), ())] * 4, fault_from=99, recording='scene_00001', health=['ok', 'degraded', 'failed', 'ok'])
+    alarms = health_false_alarms([quiet, noisy])
+    assert alarms['sensor_frames'] == 8 and alarms['rate'] == pytest.approx(2 / 8, abs=1e-4)
+    assert alarms['recordings'] == 1 and alarms['frames_by_sensor'] == {'cam_front': 2}

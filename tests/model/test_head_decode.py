@@ -124,6 +124,44 @@ def test_decode_of_encode_gives_the_boxes_back(output_stride):
     np.testing.assert_allclose(decoded.scores, 1.0, atol=1e-5)
 
 
+def test_cells_around_the_centre_regress_the_centre():
+    # A bus along x (11 m = 22 cells of 0.5 m) and a car beside it; the head's dense targets.
+    boxes = boxes_of([('bus', 2.1, 0.3, 0.0, 11.0, 2.8, 3.4, 0.0, 4.0, 0.0),
+                      ('car', 3.0, 2.9, -0.5, 4.4, 1.9, 1.6, 0.0, 0.0, 0.0)])
+    targets = encode_targets(boxes, GRID, HEAD)
+    H, W = targets.heatmap.shape[1:]
+    row, col = np.divmod(targets.dense_index.numpy(), W)
+    slot = targets.dense_slot.numpy()
+    u = (boxes.centers[:, 0] + 16.0) / 0.5
+    v = (boxes.centers[:, 1] + 8.0) / 0.5
+    # every cell's offset points at its box's centre, whichever cell it is
+    np.testing.assert_allclose(col + targets.dense_offset[:, 0].numpy(), u[slot], atol=1e-5)
+    np.testing.assert_allclose(row + targets.dense_offset[:, 1].numpy(), v[slot], atol=1e-5)
+    bus_cols = col[slot == 0]
+    assert bus_cols.max() - bus_cols.min() + 1 >= 22  # the bus's whole length, its ends included
+    assert len(set(targets.dense_index.tolist())) == len(targets.dense_index)  # a cell regresses one box
+    for j in range(2):  # the centre cell is its box's, weighs at least half, and each box weighs 1
+        at_centre = targets.dense_index.numpy() == int(targets.index[j])
+        assert slot[at_centre].tolist() == [j] and targets.dense_weight[at_centre].item() > 0.5
+        assert targets.dense_weight[slot == j].sum().item() == pytest.approx(1.0, abs=1e-5)
+    # a cell (centre y 1.75) inside both grown footprints goes to the nearer centre: the car's
+    between = int((1.75 + 8.0) / 0.5) * W + int((3.0 + 16.0) / 0.5)
+    assert slot[targets.dense_index.numpy() == between].tolist() == [1]
+
+    # A peak on the bus's far end (not its centre cell) decodes to the bus's centre.
+    maps = empty_maps(GRID, HEAD)
+    for m, (r, c) in enumerate(zip(row, col)):
+        reg = targets.regression[slot[m]]
+        maps.offset[0, :, r, c] = targets.dense_offset[m]
+        maps.log_size[0, :, r, c] = reg[3:6]
+        maps.velocity[0, :, r, c] = reg[8:10]
+    end = int(np.argmax(np.where(slot == 0, col, -1)))
+    maps.heatmap[0, 2, row[end], col[end]] = logit(0.8)
+    decoded = decode_detections(maps, GRID, HEAD, 0, 'base_link')
+    assert decoded.labels == ('bus',)
+    np.testing.assert_allclose(decoded.centers[0, :2], boxes.centers[0, :2], atol=1e-5)
+
+
 def test_heatmap_radius_follows_centerpoint():
     # CenterPoint's three cases for a 10 x 4 cell box at overlap 0.1: r1 11.03, r2 21.2, r3 2.645.
     assert gaussian_radius(10.0, 4.0, 0.1) == pytest.approx(2.645, abs=1e-3)  # by hand: r3

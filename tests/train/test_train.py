@@ -101,6 +101,36 @@ def test_class_weights_scale_their_class_terms_only():
     assert float(weighted - plain) == pytest.approx(2.0 * float(only_bus), rel=1e-5)
 
 
+def test_regression_loss_covers_the_cells_around_each_centre():
+    from mmfusion_ros.model import HeadOutputs, encode_targets
+    from mmfusion_ros.model.network import NetOutputs
+    from mmfusion_ros.types import Detections3D
+
+    grid, head = MODEL.grid, MODEL.head
+    boxes = Detections3D(0, 'base_link', centers=np.array([[5.3, -2.2, 0.4], [-7.0, 9.1, -0.6]]),
+                         sizes=np.array([[11.5, 2.9, 3.3], [4.5, 1.9, 1.6]]), yaws=np.array([0.4, -2.0]),
+                         velocities=np.array([[6.0, 2.0], [0.0, -1.0]]), labels=('bus', 'car'), scores=np.ones(2))
+    targets = encode_targets(boxes, grid, head)
+    K, H, W = targets.heatmap.shape
+    maps = [torch.zeros(1, n, H, W) for n in (K, 2, 1, 3, 2, 2)]
+    flat = torch.cat(maps[1:], dim=1)[0].reshape(10, -1)
+    wanted = targets.regression[targets.dense_slot].clone()
+    wanted[:, :2] = targets.dense_offset
+    flat[:, targets.dense_index] = wanted.t()
+    split = list(flat.reshape(10, H, W)[None].split([2, 1, 3, 2, 2], dim=1))
+    outputs = lambda parts: NetOutputs(HeadOutputs(maps[0], *parts), {}, {}, torch.ones(3, dtype=torch.bool),  # noqa: E731
+                                       torch.ones(3), None)
+    assert float(regression_loss(outputs(split), targets, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    # One wrong cell at the bus's end (not its centre cell): the loss sees it, by that cell's weight.
+    end = int(torch.nonzero(targets.dense_slot == 0).flatten()[-1])
+    assert int(targets.dense_index[end]) != int(targets.index[0])
+    r, c = divmod(int(targets.dense_index[end]), W)
+    split[0] = split[0].clone()
+    split[0][0, 0, r, c] += 2.0
+    loss = float(regression_loss(outputs(split), targets, 1.0))
+    assert loss == pytest.approx(2.0 * float(targets.dense_weight[end]) / 2, rel=1e-5)  # mean over 2 boxes
+
+
 def test_augmentation_moves_points_boxes_and_cameras_together(cached):
     arrays = load_frame(cached[-1])
     points = arrays['lidar'][arrays['lidar'][:, -1] == 0]
