@@ -429,6 +429,8 @@ class HealthSection:
     # or more: an opaque, textured patch on the lens (a featureless one reads like sky).
     occlusion_grid: tuple[int, int] = (32, 18)  # blocks across, down
     occlusion_window: int = 6  # images; also the delay before an occlusion can show
+    # ... unless the blocks changed first and have matched this many images since (0: off; < occlusion_window)
+    occlusion_onset_images: int = 2
     occlusion_max_change: float = 0.75  # grey levels, a block's mean |difference|: unchanged
     occlusion_min_texture: float = 1.5  # grey levels, sqrt of the smaller structure tensor eigenvalue
     # With ego motion unknown, this share of the textured blocks must change by occlusion_moving_change or
@@ -466,19 +468,23 @@ class HealthSection:
     scatter_fraction: float = 0.01
     scatter_ratio: float = 3.0
     scatter_failed_fraction: float = 0.2
-    # Radar ghosts: the share of returns without lidar or detection support, pooled over ghost_window
-    # scans, against the share learned over the healthy reference scans.
+    # Radar ghosts: returns that move (compensated speed above ghost_min_speed_mps) where the lidar shows
+    # nothing, counted over ghost_window scans, against the count per scan learned from ordinary scans.
+    # Standing clutter without lidar support (a kerb, a sign beyond the lidar's rings) is no ghost.
     ghost_window: int = 5
     ghost_min_returns: int = 10  # fewer returns in the window: not judged
-    # Unsupported share above the baseline by ghost_margin, or by ghost_z standard errors where the counts
-    # are too few for that margin to be significant: 'ghosts' (degraded).
-    ghost_margin: float = 0.15
+    ghost_min_speed_mps: float = 1.0
+    # 'ghosts' (degraded): at least ghost_min_count such returns in the window, ghost_z standard deviations
+    # (Poisson) above the learnt count, and ghost_min_fraction of the window's returns
+    ghost_min_count: int = 10
     ghost_z: float = 3.0
-    ghost_failed_fraction: float = 0.8  # ... failed from this unsupported share
+    ghost_min_fraction: float = 0.05
+    ghost_failed_fraction: float = 0.8  # ... failed from this share
 
     def __post_init__(self) -> None:
         for name in ('confirm_frames', 'clear_frames', 'reference_sweeps', 'reference_min', 'camera_work_width',
                      'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns',
+                     'ghost_min_count',
                      'scatter_min_points', 'rate_gap_window', 'rate_min_lost'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -486,6 +492,9 @@ class HealthSection:
         if self.reference_min > self.reference_sweeps:
             raise ConfigError(f'reference_min: {self.reference_min} can not exceed reference_sweeps '
                               f'({self.reference_sweeps})')
+        if not 0 <= self.occlusion_onset_images < self.occlusion_window or isinstance(self.occlusion_onset_images, bool):
+            raise ConfigError(f'occlusion_onset_images: must be in [0, occlusion_window = {self.occlusion_window}), '
+                              f'got {self.occlusion_onset_images!r}')
         if self.camera_work_width < 16 or min(self.occlusion_grid) < 2:
             raise ConfigError(f'camera_work_width, occlusion_grid: need >= 16 columns and a grid of at least '
                               f'2 x 2, got {self.camera_work_width}, {list(self.occlusion_grid)}')
@@ -493,13 +502,13 @@ class HealthSection:
             raise ConfigError(f'rate_gap_periods: must exceed 1 (a gap is longer than a period), got {self.rate_gap_periods}')
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
-                     'sector_min_deg', 'beam_bin_deg', 'ghost_margin', 'ghost_z',
+                     'sector_min_deg', 'beam_bin_deg', 'ghost_min_speed_mps', 'ghost_z',
                      'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m', 'scatter_ratio'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
                      'occlusion_min_region', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
-                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_failed_fraction', 'scatter_fraction',
+                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
                      'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')

@@ -8,7 +8,8 @@
 - a lidar: its newest sweep, moved into the lidar's own frame (sectors and beams are the lidar's);
 - a radar: its newest scan in the radar's frame when the scan is new since the last frame, else None
   (silence is counted in missing scans), with each return marked supported when lidar points stand
-  near it (ghosts are returns nothing else sees).
+  near it and moving when its compensated speed is over ``health.ghost_min_speed_mps`` (ghosts are
+  moving returns nothing else sees).
 
 ``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
 blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
@@ -123,7 +124,7 @@ class HealthBoard:
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):
                 newest = self._newest_rows(frame, name, 'radar')
-                points = supported = None
+                points = supported = travelling = None
                 if newest is not None and name in frame.sensor_to_base:
                     rows, scan_age = newest
                     # The scan's stamp from its age (float32 seconds: equal only to within rounding).
@@ -135,10 +136,12 @@ class HealthBoard:
                             if support_grid is None:
                                 support_grid = self._support_grid(lidar_now)
                             supported = self._lidar_support(frame.radar[rows, :2], support_grid)  # type: ignore[index]
+                            speed = np.hypot(frame.radar[rows, 3], frame.radar[rows, 4])  # type: ignore[index]
+                            travelling = speed > self.config.health.ghost_min_speed_mps
                             if isinstance(self.offsets.get(name), StaticOffsetEstimator) and moving:
                                 standing[name] = self._standing(frame.radar[rows])  # type: ignore[index]
                 scan_ns = int(round(self._last_scan[name] * 1e9)) if name in self._last_scan else None
-                self.last[name] = monitor.update(stamp, points, supported, scan_ns)
+                self.last[name] = monitor.update(stamp, points, supported, scan_ns, travelling)
         if standing and lidar_now is not None:
             self._update_static_offsets(standing, lidar_now)
         self._update_drift(frame, lidar_now)
@@ -167,8 +170,9 @@ class HealthBoard:
         return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
 
     def degraded_sensors(self) -> dict[str, str]:
-        """Sensors whose health is not ok (sensor -> modality); a lidar whose only trouble is a lost
-        sector is left out (what lies in the sector is judged per object)."""
+        """Sensors whose health is not ok (sensor -> modality), and radars whose clock is off; a lidar
+        whose only trouble is a lost sector is left out (what lies in the sector is judged per object),
+        and so is a camera's drift (its estimator calls drift on clean drives too: diagnostics only)."""
         out = {}
         for name, e in self.last.items():
             trouble = set(e.conditions) - {'warming_up'}
@@ -176,6 +180,9 @@ class HealthBoard:
                 trouble -= {'sector_loss'}
             if e.state != 'ok' and trouble:
                 out[name] = e.modality
+        for name, estimate in self.calibration.items():
+            if isinstance(estimate, OffsetEstimate) and estimate.state != 'ok' and name in self.offsets:
+                out[name] = 'radar'
         return out
 
     def occluded_regions(self) -> dict[str, tuple[float, float, float, float]]:

@@ -17,16 +17,20 @@ conditions behind it and the numbers behind those. The conditions, as published 
   time advances (called at the first repeat: no confirming frames).
 - ``overexposed`` (camera, degraded / failed): the share of pixels saturated in all three channels.
 - ``occluded`` (camera, degraded / failed): regions of textured blocks that match each of the last
-  ``occlusion_window`` images while the rest of the scene moves (their bounds: ``occluded_x0`` ..
-  ``occluded_y1``, fractions of the image).
+  ``occlusion_window`` images while the rest of the scene moves, or that changed and then matched each
+  of the last ``occlusion_onset_images`` (mud arriving on the lens: distant scenery never changed)
+  (their bounds: ``occluded_x0`` .. ``occluded_y1``, fractions of the image).
 - ``sector_loss`` (lidar, degraded / failed): azimuth arcs empty that the learned reference fills.
 - ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills, below a beam that
   still returns.
 - ``scatter`` (lidar, degraded / failed): rain, snow, spray or dust: the share of near returns that
   stand alone in free air (surfaces return in scan lines; drops do not), above both a floor and a
   multiple of the share learnt from this lidar's ordinary sweeps.
-- ``ghosts`` (radar, degraded / failed): the share of returns without lidar or detection support, well
-  above the share learned from ordinary scans.
+- ``ghosts`` (radar, degraded / failed): returns that move (compensated speed over
+  ``ghost_min_speed_mps``) where the lidar shows nothing, counted over ``ghost_window`` scans: at least
+  ``ghost_min_count``, ``ghost_z`` Poisson deviations above the count learned from ordinary scans and
+  ``ghost_min_fraction`` of the returns (standing clutter without lidar support, a kerb or a sign
+  below the lidar's rings, is ordinary; a moving return with nothing there is not).
 - ``warming_up`` (all, changes no state): the update could not be judged fully for want of history.
 
 A content condition is reported after ``confirm_frames`` judged updates in a row and cleared after
@@ -340,9 +344,12 @@ class CameraHealth(_SensorHealth):
             self._conditions['frozen'].step('failed' if self._unchanged else None, 0.0)
         self._previous = pixels.copy()
 
-        if not blank and not self._unchanged and len(self._history) == config.occlusion_window:
-            self._judge_occlusion(grey, ego_moving)
-        self._history.append(grey)
+        if blank:  # a black or white image shows nothing of the scene: what came before is no reference
+            self._history.clear()
+        else:
+            if not self._unchanged and len(self._history) == config.occlusion_window:
+                self._judge_occlusion(grey, ego_moving)
+            self._history.append(grey)
         return {'mean_brightness': mean, 'brightness_std': std, 'saturated_fraction': saturated,
                 'image_change': change, 'unchanged_frames': float(self._unchanged),
                 'occluded_fraction': self._occluded, **self._region()}
@@ -351,16 +358,23 @@ class CameraHealth(_SensorHealth):
         return dict(zip(('occluded_x0', 'occluded_y0', 'occluded_x1', 'occluded_y1'), self._occluded_box))
 
     def _judge_occlusion(self, grey: np.ndarray, ego_moving: bool | None) -> None:
-        """Textured blocks that match each of the last ``occlusion_window`` images while the scene moves."""
+        """Textured blocks that match each of the last ``occlusion_window`` images while the scene moves,
+        or that changed and then matched each of the last ``occlusion_onset_images`` (a patch arriving)."""
         config = self.config
         grid = config.occlusion_grid  # (cols, rows)
-        change = np.max([_block_means(np.abs(grey - old), grid) for old in self._history], axis=0)  # (rows, cols)
+        changes = np.array([_block_means(np.abs(grey - old), grid) for old in self._history])  # (window, rows, cols)
+        change = changes.max(axis=0)
         textured = _block_texture(grey, grid) >= config.occlusion_min_texture
         moving = textured & (change >= config.occlusion_moving_change)
         if ego_moving is False or (ego_moving is None and moving.sum() < config.occlusion_min_moving * textured.sum()):
             return  # a scene that stands still: no telling the lens from the world
+        stuck = change <= config.occlusion_max_change
+        onset = config.occlusion_onset_images
+        if onset:  # a block that was something else a few images ago and has stayed as it is since
+            stuck |= (changes[-onset:].max(axis=0) <= config.occlusion_max_change) & \
+                (changes[:-onset].max(axis=0) >= config.occlusion_moving_change)
         min_blocks = max(1, math.ceil(config.occlusion_min_region * change.size))
-        region = _regions(textured & (change <= config.occlusion_max_change), min_blocks)  # (rows, cols)
+        region = _regions(textured & stuck, min_blocks)  # (rows, cols)
         occluded = float(region.mean())
         self._occluded = occluded
         rows, cols = np.nonzero(region)
@@ -563,33 +577,36 @@ def _scatter_fraction(xyz: np.ndarray, reach_m: float, voxel_m: float, min_point
 # ---------------------------------------------------------------------------------------------
 
 class RadarHealth(_SensorHealth):
-    """One radar: silence, rate and ghost returns (unsupported by lidar or detections) above baseline."""
+    """One radar: silence, rate and ghost returns (moving where the lidar shows nothing) above baseline."""
 
     modality = 'radar'
     content = ('ghosts',)
 
     def _reset_content(self) -> None:
         config = self.config
-        self._recent: deque[tuple[int, int]] = deque(maxlen=config.ghost_window)  # (unsupported, returns)
-        self._baseline: deque[tuple[int, int]] = deque(maxlen=config.reference_sweeps)  # of ordinary scans
+        self._recent: deque[tuple[int, int]] = deque(maxlen=config.ghost_window)  # (suspect, returns)
+        self._baseline: deque[int] = deque(maxlen=config.reference_sweeps)  # suspects in ordinary scans
 
     def update(self, stamp_ns: int, xyz_sensor: np.ndarray | None,
-               supported: np.ndarray | None = None, scan_ns: int | None = None) -> HealthEstimate:
+               supported: np.ndarray | None = None, scan_ns: int | None = None,
+               moving: np.ndarray | None = None) -> HealthEstimate:
         """Judge one update: ``xyz_sensor`` the returns ``(N, 3)`` of a new scan in the radar frame, or
         ``None`` when no scan came since the last update; ``supported`` ``(N,)`` bool, whether each
         return has lidar or detection support nearby (None: unknown, ghosts are not judged);
-        ``scan_ns`` the new scan's own stamp (default ``stamp_ns``): silence counts from it.
+        ``scan_ns`` the new scan's own stamp (default ``stamp_ns``): silence counts from it;
+        ``moving`` ``(N,)`` bool, whether each return's compensated speed exceeds
+        ``ghost_min_speed_mps`` (None: unknown, every unsupported return is a suspect).
         """
         if xyz_sensor is not None:
             xyz_sensor = np.asarray(xyz_sensor)
             if xyz_sensor.ndim != 2 or xyz_sensor.shape[1] != 3:
                 raise ValueError(f'RadarHealth({self.sensor!r}): xyz_sensor must be (N, 3), got {xyz_sensor.shape}')
-        if supported is not None:
-            supported = np.asarray(supported)
-            if xyz_sensor is None or supported.shape != (len(xyz_sensor),) or supported.dtype != np.bool_:
-                raise ValueError(f'RadarHealth({self.sensor!r}): supported must be (N,) bool for the N = '
+        for name, flags in (('supported', supported), ('moving', moving)):
+            if flags is not None and (xyz_sensor is None or np.shape(flags) != (len(xyz_sensor),)
+                                      or np.asarray(flags).dtype != np.bool_):
+                raise ValueError(f'RadarHealth({self.sensor!r}): {name} must be (N,) bool for the N = '
                                  f'{None if xyz_sensor is None else len(xyz_sensor)} returns, got '
-                                 f'{supported.shape} {supported.dtype}')
+                                 f'{np.shape(flags)} {np.asarray(flags).dtype}')
         data_ns = stamp_ns if scan_ns is None else min(int(scan_ns), int(stamp_ns))
         fresh = xyz_sensor is not None and data_ns != self._last_data_ns
         estimates = self._timing(stamp_ns, fresh, data_ns)
@@ -598,41 +615,34 @@ class RadarHealth(_SensorHealth):
         if fresh:
             returns = float(len(xyz_sensor))
             if supported is not None:
-                fraction = self._judge(int((~supported).sum()), len(supported))
-        unsupported, total = self._pooled(self._baseline)
-        baseline = unsupported / total if len(self._baseline) >= self.config.reference_min and total else math.nan
+                suspect = ~np.asarray(supported) if moving is None else ~np.asarray(supported) & np.asarray(moving)
+                fraction = self._judge(int(suspect.sum()), len(suspect))
+        baseline = (float(np.mean(self._baseline)) if len(self._baseline) >= self.config.reference_min
+                    else math.nan)
         estimates.update(returns=returns, ghost_fraction=fraction, ghost_baseline=baseline)
         return self._estimate(estimates, warming_up)
 
-    @staticmethod
-    def _pooled(scans: deque[tuple[int, int]]) -> tuple[int, int]:
-        return sum(u for u, _ in scans), sum(n for _, n in scans)
-
-    def _limit(self, baseline: float, baseline_returns: int, returns: int) -> float:
-        """The unsupported share above which ``returns`` returns are ghostly: the baseline plus the larger of
-        ``ghost_margin`` and ``ghost_z`` standard errors of the difference of two shares."""
-        spread = math.sqrt(baseline * (1 - baseline) * (1 / returns + 1 / baseline_returns))
-        return baseline + max(self.config.ghost_margin, self.config.ghost_z * spread)
-
-    def _judge(self, unsupported: int, returns: int) -> float:
-        """Steps 'ghosts' with one scan's counts; returns the unsupported share pooled over the window."""
+    def _judge(self, suspects: int, returns: int) -> float:
+        """Steps 'ghosts' with one scan's counts; returns the suspect share pooled over the window."""
         config = self.config
-        self._recent.append((unsupported, returns))
-        pooled_unsupported, pooled_returns = self._pooled(self._recent)
-        fraction = pooled_unsupported / pooled_returns if pooled_returns else math.nan
-        base_unsupported, base_returns = self._pooled(self._baseline)
-        if len(self._baseline) < config.reference_min or base_returns == 0:
-            if returns:
-                self._baseline.append((unsupported, returns))
+        self._recent.append((suspects, returns))
+        pooled = sum(s for s, _ in self._recent)
+        pooled_returns = sum(n for _, n in self._recent)
+        fraction = pooled / pooled_returns if pooled_returns else math.nan
+        if len(self._baseline) < config.reference_min:
+            self._baseline.append(suspects)
             return fraction
-        baseline = base_unsupported / base_returns
+        ghostly = False
         if pooled_returns >= config.ghost_min_returns:
-            limit = self._limit(baseline, base_returns, pooled_returns)
-            state = _severity(fraction, np.nextafter(limit, np.inf), config.ghost_failed_fraction)  # above the limit
-            self._conditions['ghosts'].step(state, 1.0 - (fraction - baseline) / max(1.0 - baseline, 1e-6))
-        # The baseline learns from scans that are not ghostly themselves.
-        if returns and unsupported / returns <= self._limit(baseline, base_returns, returns):
-            self._baseline.append((unsupported, returns))
+            # Poisson: the learnt count per scan (plus half a return, so a clean past does not make one
+            # suspect significant) over the window's scans.
+            expected = (sum(self._baseline) + 0.5) / (len(self._baseline) + 1) * len(self._recent)
+            ghostly = pooled >= max(config.ghost_min_count, expected + config.ghost_z * math.sqrt(expected)) \
+                and fraction >= config.ghost_min_fraction
+            state = ('failed' if fraction >= config.ghost_failed_fraction else 'degraded') if ghostly else None
+            self._conditions['ghosts'].step(state, 1.0 - fraction)
+        if not ghostly:  # the baseline learns from scans that are not ghostly
+            self._baseline.append(suspects)
         return fraction
 
 

@@ -108,7 +108,9 @@ def test_a_late_radar_clock_is_called_from_its_returns_of_the_standing_world():
     estimate = board.calibration['radar_front']
     assert estimate.state == 'degraded' and abs(estimate.estimate - 50.0) <= 5.0
     assert board.states()['radar_front'] == 'degraded'
+    assert board.degraded_sensors().get('radar_front') == 'radar'  # its objects are flagged degraded:radar
     board = HealthBoard(load_config())
     for frame in _street_frames(0.0):
         board.update(frame)
     assert board.calibration['radar_front'].state == 'ok' and abs(board.calibration['radar_front'].estimate) <= 5.0
+    assert 'radar_front' not in board.degraded_sensors()
