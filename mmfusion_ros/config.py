@@ -224,6 +224,9 @@ class ConsistencySection:
     camera_support_score: float = 0.05  # the camera's (weaker) head: 97 % of seen objects score above this
     camera_dark_mean: float = 70.0  # grey level (0-255): a darker image (night) is not expected to show objects
     min_lidar_points: int = 3  # current-sweep lidar points in the box that count as lidar support
+    # The box grown by this on every side for that count (not in height): lidar returns lie on its faces,
+    # and a box placed a few decimetres deep (seen measured: 0.4 m on a bus) holds none of them.
+    lidar_margin_m: float = 0.5
     min_radar_points: int = 1  # radar returns in the box (grown by radar_margin_m) that count as support
     radar_margin_m: float = 1.0
     # Where a modality is expected to see an object (absence elsewhere is no disagreement).
@@ -250,9 +253,10 @@ class ConsistencySection:
 
     def __post_init__(self) -> None:
         if not 0 < self.support_score < 1 or self.min_lidar_points < 1 or self.min_radar_points < 1 \
-                or self.radar_margin_m < 0:
-            raise ConfigError(f'support_score in (0, 1), min points >= 1, margin >= 0: got {self.support_score}, '
-                              f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}')
+                or self.radar_margin_m < 0 or self.lidar_margin_m < 0:
+            raise ConfigError(f'support_score in (0, 1), min points >= 1, margins >= 0: got {self.support_score}, '
+                              f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}, '
+                              f'{self.lidar_margin_m}')
         for name in ('camera_range_m', 'camera_small_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
                      'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m', 'radar_hfov_deg'):
             if not getattr(self, name) > 0:

@@ -78,6 +78,9 @@ class Frame:
     # (N, 3) float32 where each radar row's sensor was when it scanned it, in frame_id at stamp_ns (the
     # vehicle has moved on since an older scan: its lines of sight start there, not at today's mount).
     radar_origin: np.ndarray | None = None
+    # Lidar and radar: the stamp of each sensor's newest scan in the frame, a scan without returns too (a
+    # radar that sees nothing on an open road still reports; health must not count that as lost).
+    scan_stamps: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'cameras', tuple(self.cameras))

@@ -123,12 +123,10 @@ class HealthBoard:
             elif isinstance(monitor, LidarHealth):
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):
-                newest = self._newest_rows(frame, name, 'radar')
+                newest = self._newest_scan(frame, name)
                 points = supported = travelling = None
                 if newest is not None and name in frame.sensor_to_base:
-                    rows, scan_age = newest
-                    # The scan's stamp from its age (float32 seconds: equal only to within rounding).
-                    scan_stamp = stamp / 1e9 - scan_age
+                    rows, scan_stamp = newest
                     if abs(self._last_scan.get(name, -np.inf) - scan_stamp) >= SAME_SCAN_S:
                         self._last_scan[name] = scan_stamp  # news from this radar (else: the same scan again)
                         points = self._in_sensor(frame, name, frame.radar[rows])  # type: ignore[index]
@@ -296,6 +294,19 @@ class HealthBoard:
         age = cloud[rows, -1]  # type: ignore[index]
         newest = float(age.min())
         return rows[age <= newest + 1e-3], newest
+
+    def _newest_scan(self, frame: Frame, name: str) -> tuple[np.ndarray, float] | None:
+        """A radar's newest scan in the frame: its rows (none for a scan without returns) and its stamp
+        in seconds; from ``frame.scan_stamps`` where the frame has it, else from the rows' age (float32
+        seconds: equal only to within rounding). None: nothing from that radar."""
+        newest = self._newest_rows(frame, name, 'radar')
+        if name not in frame.scan_stamps:
+            return None if newest is None else (newest[0], frame.stamp_ns / 1e9 - newest[1])
+        stamp_s = frame.scan_stamps[name] / 1e9
+        age = max(0.0, (frame.stamp_ns - frame.scan_stamps[name]) / 1e9)  # as the rows carry it
+        if newest is None or abs(newest[1] - age) >= SAME_SCAN_S:
+            return np.zeros(0, np.int64), stamp_s  # the newest scan had no returns
+        return newest[0], stamp_s
 
     @staticmethod
     def _in_sensor(frame: Frame, name: str, rows: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ Evidence per detection and modality (camera, lidar, radar):
 - ``offset``: where the modality's own head puts the object, minus the fused centre (metres; the
   score-weighted centroid of its best cell's 3x3 neighbourhood within two cells of the detection, three for the radar),
   and ``peak``, that best cell's score;
-- ``lidar_points``: current-sweep lidar points in the box; ``radar_points``: radar returns in the box
+- ``lidar_points``: current-sweep lidar points in the box grown by ``lidar_margin_m`` (its returns lie
+  on the faces); ``radar_points``: radar returns in the box
   grown by ``radar_margin_m``; ``doppler_measured``: their median radial ground speed (each seen from
   its own radar), checked against the object's velocity projected on their line of sight;
 - expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range
@@ -434,7 +435,9 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     if frame.lidar is not None and len(frame.lidar):
         age = frame.lidar[:, 4]
         current = frame.lidar[age <= age.min() + 1e-3, :3]
-        _, lidar_points = points_in_boxes(np.ascontiguousarray(current), boxes)
+        grown = boxes.copy()
+        grown[:, 3:5] += 2 * config.lidar_margin_m
+        _, lidar_points = points_in_boxes(np.ascontiguousarray(current), grown)
     radar_points = np.zeros(n, np.int32)
     radar_box = np.full(0, -1, np.int32)
     if frame.radar is not None and len(frame.radar):

@@ -228,8 +228,9 @@ class KeyframeAssembler:
         """The frame at ``t`` from what is buffered; ``missing`` names sensors to leave out, and why."""
         missing = dict(missing or {})
         mounts: dict[str, RigidTransform] = {}
-        lidar, lidar_sensor, _ = self._clouds(t, 'lidar', missing, mounts)
-        radar, radar_sensor, radar_origin = self._clouds(t, 'radar', missing, mounts)
+        scans: dict[str, int] = {}
+        lidar, lidar_sensor, _ = self._clouds(t, 'lidar', missing, mounts, scans)
+        radar, radar_sensor, radar_origin = self._clouds(t, 'radar', missing, mounts, scans)
         try:
             pose = self.tf.lookup(self.config.frames.fixed, self.config.frames.base, t, extrapolation_ns=NS // 100)
         except TransformError:
@@ -244,7 +245,7 @@ class KeyframeAssembler:
         faults = self._faults.get(t, ())
         return Frame(t, self.config.frames.base, tuple(cameras), lidar, radar, self._truth.get(t), faults, missing,
                      pose, mounts, lidar_sensor, radar_sensor, tuple(self.config.sensors_of('lidar')),
-                     tuple(self.config.sensors_of('radar')), radar_origin)
+                     tuple(self.config.sensors_of('radar')), radar_origin, scans)
 
     def _to_base(self, t: int, frame_id: str, stamp: int) -> RigidTransform:
         return self.tf.lookup_through(self.config.frames.base, t, frame_id, stamp, self.config.frames.fixed,
@@ -295,10 +296,10 @@ class KeyframeAssembler:
             return None
         return CameraView(name, sample.stamp_ns, image.pixels, intrinsics, to_base)
 
-    def _clouds(self, t: int, modality: str, missing: dict[str, str],
-                mounts: dict[str, RigidTransform]) -> tuple[np.ndarray | None, ...]:
+    def _clouds(self, t: int, modality: str, missing: dict[str, str], mounts: dict[str, RigidTransform],
+                scans: dict[str, int]) -> tuple[np.ndarray | None, ...]:
         """(rows, which sensor each row came from, for radar where that sensor was when it scanned the
-        row) of the modality's sensors, or Nones."""
+        row) of the modality's sensors, or Nones; ``scans`` gets each used sensor's newest scan stamp."""
         sweeps_wanted = self.lidar_sweeps if modality == 'lidar' else self.radar_sweeps
         parts = []
         sources = []
@@ -342,6 +343,7 @@ class KeyframeAssembler:
                 parts.append(points)
                 sources.append(np.full(len(points), index, np.int16))
                 used += 1
+                scans[name] = sample.stamp_ns  # the newest usable scan, with or without returns
             if not used:
                 missing[name] = 'no usable scan'
                 continue

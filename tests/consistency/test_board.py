@@ -114,3 +114,33 @@ def test_a_late_radar_clock_is_called_from_its_returns_of_the_standing_world():
         board.update(frame)
     assert board.calibration['radar_front'].state == 'ok' and abs(board.calibration['radar_front'].estimate) <= 5.0
     assert 'radar_front' not in board.degraded_sensors()
+
+
+def test_a_radar_scan_without_returns_is_news_not_a_lost_message():
+    """radar_front sees nothing in every third scan (an open road): with the frames' scan stamps those
+    scans still count as messages."""
+    config = load_config()
+    names = tuple(config.sensors_of('radar'))
+    period = NS_PER_S / 13
+    mount = RigidTransform.from_matrix(np.eye(4))
+
+    def run(with_stamps: bool) -> list:
+        board = HealthBoard(config)
+        out = []
+        for k in range(40):
+            now = k * NS_PER_S // 20
+            newest = int(now // period)
+            scan_ns = round(newest * period)
+            rows = 0 if newest % 3 == 2 else 8
+            radar = np.zeros((rows, len(RADAR_FIELDS)), np.float32)
+            radar[:, 0] = np.linspace(5, 40, rows)
+            radar[:, -1] = np.float32((now - scan_ns) / NS_PER_S)
+            frame = Frame(now, 'base_link', radar=radar, radar_sensor=np.zeros(rows, np.int16), radar_sensors=names,
+                          sensor_to_base={'radar_front': mount},
+                          scan_stamps={'radar_front': scan_ns} if with_stamps else {})
+            out.append(board.update(frame)['radar_front'])
+        return out
+
+    assert all('rate_low' not in e.conditions and 'silent' not in e.conditions for e in run(True))
+    # judged from the returns alone, the empty scans read as silence (here, one scan a frame) or losses
+    assert any({'rate_low', 'silent'} & set(e.conditions) for e in run(False))

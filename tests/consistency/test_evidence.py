@@ -100,6 +100,22 @@ def test_all_three_agree_no_flag():
     assert abs(evidence.doppler_residual(det.velocities)[0]) < 0.1
 
 
+def test_lidar_returns_just_outside_a_box_placed_too_deep_still_back_it():
+    """The lidar sees a car's near face (x = 17.6); the box is placed 0.4 m deep (face at 18.0)."""
+    rng = np.random.default_rng(1)
+    face = np.zeros((30, 5), np.float32)
+    face[:, 0], face[:, 1], face[:, 2] = 17.6, rng.uniform(-0.9, 0.9, 30), rng.uniform(0.2, 1.4, 30)
+    det = car(20.25, 0)
+    out = outputs(heat_at([]), heat_at([(20.25, 0, 'car', 0.1)]), heat_at([]))
+    evidence = detection_evidence(frame(face), det, out, GRID, HEAD, CONFIG)
+    assert evidence.lidar_points[0] == 30 and evidence.supports(CONFIG)[0, 1]
+    strict = dataclasses.replace(CONFIG, lidar_margin_m=0.0)
+    assert detection_evidence(frame(face), det, out, GRID, HEAD, strict).lidar_points[0] == 0
+    far = face.copy()
+    far[:, 0] = 16.9  # a metre off the box: no support
+    assert detection_evidence(frame(far), det, out, GRID, HEAD, CONFIG).lidar_points[0] == 0
+
+
 def test_camera_that_sees_nothing_where_it_looks_is_missing():
     det = car(20, 2)
     out = outputs(heat_at([]), heat_at([(20, 2, 'car', 0.9)]), heat_at([(20, 2, 'car', 0.7)]))

@@ -48,6 +48,14 @@ def test_every_modality_once_warmed_up(frames):
         assert all(abs(view.stamp_ns - frame.stamp_ns) <= NS / 12 for view in frame.cameras)
         assert 0.0 <= frame.lidar[:, 3].min() and frame.lidar[:, 3].max() <= 1.0
         assert frame.radar[:, -1].max() < 5 / 13 + 0.05
+        # Each lidar's and radar's newest scan stamp, the one its youngest rows carry as their age.
+        assert set(frame.scan_stamps) == set(config.sensors_of('lidar')) | set(config.sensors_of('radar'))
+        for name, scan_ns in frame.scan_stamps.items():
+            cloud, source, names = ((frame.lidar, frame.lidar_sensor, frame.lidar_sensors) if name in frame.lidar_sensors
+                                    else (frame.radar, frame.radar_sensor, frame.radar_sensors))
+            rows = cloud[source == names.index(name)]
+            if len(rows):
+                assert rows[:, -1].min() == pytest.approx(max(0, frame.stamp_ns - scan_ns) / NS, abs=1e-3)
     first = frames[0]
     assert first.lidar is not None and len(np.unique(first.lidar[:, -1])) == 1  # nothing older yet
 
