@@ -951,7 +951,9 @@ class StaticOffsetEstimator:
     ``static_offset_min_scans`` scans and the best score beats every offset more than
     ``static_offset_separation_ms`` from it (a second peak: the scene is ambiguous) and, to call the
     clock off, every offset that would call it right (within ``static_offset_degraded_ms``), by the
-    factor ``static_offset_min_gain``; else the state is ok with 'insufficient data'. A call stands once
+    factor ``static_offset_min_gain``, and is not at the search limit (a score still rising there is no
+    peak: on a clean 6 s highway clip a back radar read -150 ms); else the state is ok with 'insufficient
+    data'; an offset beyond ``static_offset_search_ms`` is not called. A call stands once
     ``static_offset_confirm_scans`` scans in a row make it (false calls, on simulated highways, came in
     bursts of fewer).
     Its state, as ``TimeOffsetEstimator``'s: degraded beyond ``static_offset_degraded_ms``, failed
@@ -1040,7 +1042,9 @@ class StaticOffsetEstimator:
         text = f'{offset_ms:+.1f} ms (peak +- {width_ms:.0f}, {gain:.2f} x its rival\'s score) from {count} ' \
                f'standing returns over {frames} scans'
         state: CalibrationState = 'ok'
-        if gain < config.static_offset_min_gain:
+        if best in (0, len(total) - 1):  # still rising at the limit: no peak found, no estimate to stand on
+            text = f'insufficient data: the best offset is at the search limit; {text}'
+        elif gain < config.static_offset_min_gain:
             text = f'insufficient data: the best offset beats its rivals by less than ' \
                    f'{config.static_offset_min_gain:g} x; {text}'
         elif abs(offset_ms) > config.static_offset_degraded_ms:

@@ -489,6 +489,8 @@ def test_a_late_radar_is_found_from_the_standing_world():
     assert early.state == 'degraded' and abs(early.estimate + 40.0) <= 5.0
     way_off = run_static(radar_scans(180.0, speed=5.0), CalibrationSection(static_offset_search_ms=250.0))[-1]
     assert way_off.state == 'failed' and abs(way_off.estimate - 180.0) <= 5.0
+    beyond = run_static(radar_scans(180.0, speed=5.0))[-1]  # beyond the default 150 ms search: no peak
+    assert beyond.state == 'ok' and 'search limit' in beyond.message
 
 
 def test_a_radar_on_time_and_an_open_road_are_not_called():
