@@ -15,7 +15,7 @@
 blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
 
 Calibration (``calibration.py``) rides along: every second frame one camera in turn (round robin:
-about 8 ms a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and after the
+about 8 ms a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and
 each new radar scan's returns of the standing world are held against the lidar's current surfaces
 for that radar's clock offset (``calibration.radar_offsets: static``; with ``tracks`` instead, once
 the detections are tracked (``update_offsets``), from where its returns put the tracked objects
@@ -137,7 +137,8 @@ class HealthBoard:
                             speed = np.hypot(frame.radar[rows, 3], frame.radar[rows, 4])  # type: ignore[index]
                             travelling = speed > self.config.health.ghost_min_speed_mps
                             if isinstance(self.offsets.get(name), StaticOffsetEstimator) and moving:
-                                standing[name] = self._standing(frame.radar[rows])  # type: ignore[index]
+                                still = speed < self.config.calibration.static_offset_max_speed_mps
+                                standing[name] = frame.radar[rows[still], :2].astype(np.float64)  # type: ignore[index]
                 scan_ns = int(round(self._last_scan[name] * 1e9)) if name in self._last_scan else None
                 self.last[name] = monitor.update(stamp, points, supported, scan_ns, travelling)
         if standing and lidar_now is not None:
@@ -209,11 +210,6 @@ class HealthBoard:
     def radar_mounts(self) -> dict[str, Any]:
         return {n: m for n, m in self.mounts.items() if n in self.config.sensors and
                 self.config.sensors[n].modality == 'radar'}
-
-    def _standing(self, scan: np.ndarray) -> np.ndarray:
-        """(R, 2) base-frame x, y of a radar scan's returns whose compensated velocity is small."""
-        still = np.hypot(scan[:, 3], scan[:, 4]) < self.config.calibration.static_offset_max_speed_mps
-        return scan[still, :2].astype(np.float64)
 
     def _update_static_offsets(self, standing: Mapping[str, np.ndarray], lidar_now: np.ndarray) -> None:
         """New radar scans' standing returns to their clock estimators, against one nearest-neighbour
