@@ -475,19 +475,22 @@ class HealthSection:
     # Radar ghosts: returns that move (compensated speed above ghost_min_speed_mps) where the lidar shows
     # nothing, counted over ghost_window scans, against the count per scan learned from ordinary scans.
     # Standing clutter without lidar support (a kerb, a sign beyond the lidar's rings) is no ghost.
-    ghost_window: int = 5
+    ghost_window: int = 3  # scans (about 0.2 s at 13 Hz); 'ghosts' needs no further confirmation
     ghost_min_returns: int = 10  # fewer returns in the window: not judged
+    ghost_reference_scans: int = 40  # ordinary scans the ghost count is judged against (about 3 s)
     ghost_min_speed_mps: float = 1.0
-    # 'ghosts' (degraded): at least ghost_min_count such returns in the window, ghost_z standard deviations
-    # (Poisson) above the learnt count, and ghost_min_fraction of the window's returns
-    ghost_min_count: int = 10
-    ghost_z: float = 3.0
+    ghost_place_m: float = 2.0  # suspects closer than this to one another are one place and count once
+    # 'ghosts' (degraded): at least ghost_min_count such returns in the window, a count the rate of the
+    # ordinary scans reaches by chance with probability below ghost_p (the two counts' conditional
+    # binomial test), and ghost_min_fraction of the window's returns
+    ghost_min_count: int = 8
+    ghost_p: float = 1e-3
     ghost_min_fraction: float = 0.05
     ghost_failed_fraction: float = 0.8  # ... failed from this share
 
     def __post_init__(self) -> None:
         for name in ('confirm_frames', 'clear_frames', 'reference_sweeps', 'reference_min', 'camera_work_width',
-                     'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns',
+                     'occlusion_window', 'sector_min_points', 'beam_min_points', 'ghost_window', 'ghost_min_returns', 'ghost_reference_scans',
                      'ghost_min_count',
                      'scatter_min_points', 'rate_gap_window', 'rate_min_lost'):
             value = getattr(self, name)
@@ -506,13 +509,13 @@ class HealthSection:
             raise ConfigError(f'rate_gap_periods: must exceed 1 (a gap is longer than a period), got {self.rate_gap_periods}')
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
-                     'sector_min_deg', 'beam_bin_deg', 'ghost_min_speed_mps', 'ghost_z',
+                     'sector_min_deg', 'beam_bin_deg', 'ghost_min_speed_mps', 'ghost_place_m',
                      'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m', 'scatter_ratio'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
                      'occlusion_min_region', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
-                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
+                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
                      'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')

@@ -27,10 +27,13 @@ conditions behind it and the numbers behind those. The conditions, as published 
   stand alone in free air (surfaces return in scan lines; drops do not), above both a floor and a
   multiple of the share learnt from this lidar's ordinary sweeps.
 - ``ghosts`` (radar, degraded / failed): returns that move (compensated speed over
-  ``ghost_min_speed_mps``) where the lidar shows nothing, counted over ``ghost_window`` scans: at least
-  ``ghost_min_count``, ``ghost_z`` Poisson deviations above the count learned from ordinary scans and
-  ``ghost_min_fraction`` of the returns (standing clutter without lidar support, a kerb or a sign
-  below the lidar's rings, is ordinary; a moving return with nothing there is not).
+  ``ghost_min_speed_mps``) where the lidar shows nothing, counted by place (returns within
+  ``ghost_place_m`` of one another count once: a real car the lidar misses gives several) over
+  ``ghost_window`` scans: at least ``ghost_min_count``, a count that the rate learned from ordinary
+  scans reaches by chance with a probability under ``ghost_p`` (the conditional test of two Poisson
+  counts: no confirming scans are needed on top), and ``ghost_min_fraction`` of the returns
+  (standing clutter without lidar support, a kerb or a sign below the lidar's rings, is ordinary; a
+  moving return with nothing there is not).
 - ``warming_up`` (all, changes no state): the update could not be judged fully for want of history.
 
 A content condition is reported after ``confirm_frames`` judged updates in a row and cleared after
@@ -171,8 +174,9 @@ class _SensorHealth(abc.ABC):
         # Silence, a low rate, a repeated image and a black one are facts, not noisy readings: no
         # confirming frames (a camera's noise makes two images of a moving scene differ and keeps a dark
         # one textured; the same image twice, or a flat black one, is a fault). At 12 Hz, a second
-        # image to confirm costs up to 1.7 frames of 20 Hz.
-        at_once = ('silent', 'rate_low', 'frozen', 'blackout')
+        # image to confirm costs up to 1.7 frames of 20 Hz. Ghosts are a count over a window of scans
+        # tested against the Poisson spread of the learnt count: the window is the confirmation.
+        at_once = ('silent', 'rate_low', 'frozen', 'blackout', 'ghosts')
         self._conditions = {name: _Condition(1 if name in at_once else config.confirm_frames, config.clear_frames)
                             for name in ('silent', 'rate_low', *self.content)}
         self.reset()
@@ -576,6 +580,23 @@ def _scatter_fraction(xyz: np.ndarray, reach_m: float, voxel_m: float, min_point
 # Radar
 # ---------------------------------------------------------------------------------------------
 
+def _places(xy: np.ndarray, radius: float) -> int:
+    """How many separate places the points ``(N, 2)`` are at: groups linked by gaps under ``radius``."""
+    n = len(xy)
+    if n < 2:
+        return n
+    near = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2) < radius  # (N, N)
+    labels = np.arange(n)
+    while True:  # each point takes the smallest label among its neighbours until none changes
+        spread = np.where(near, labels[None, :], n).min(axis=1)
+        if np.array_equal(spread, labels):
+            return len(np.unique(labels))
+        labels = spread
+
+
+GHOST_LEARN_P = 0.01  # a scan with a suspect count this unlikely under the learnt rate is not learnt
+
+
 class RadarHealth(_SensorHealth):
     """One radar: silence, rate and ghost returns (moving where the lidar shows nothing) above baseline."""
 
@@ -584,8 +605,8 @@ class RadarHealth(_SensorHealth):
 
     def _reset_content(self) -> None:
         config = self.config
-        self._recent: deque[tuple[int, int]] = deque(maxlen=config.ghost_window)  # (suspect, returns)
-        self._baseline: deque[int] = deque(maxlen=config.reference_sweeps)  # suspects in ordinary scans
+        self._recent: deque[list] = deque(maxlen=config.ghost_window)  # [suspects, returns, learnt or tainted]
+        self._baseline: deque[int] = deque(maxlen=config.ghost_reference_scans)  # suspects in ordinary scans
 
     def update(self, stamp_ns: int, xyz_sensor: np.ndarray | None,
                supported: np.ndarray | None = None, scan_ns: int | None = None,
@@ -616,34 +637,65 @@ class RadarHealth(_SensorHealth):
             returns = float(len(xyz_sensor))
             if supported is not None:
                 suspect = ~np.asarray(supported) if moving is None else ~np.asarray(supported) & np.asarray(moving)
-                fraction = self._judge(int(suspect.sum()), len(suspect))
+                fraction = self._judge(_places(xyz_sensor[suspect, :2], self.config.ghost_place_m), len(suspect))
         baseline = (float(np.mean(self._baseline)) if len(self._baseline) >= self.config.reference_min
                     else math.nan)
         estimates.update(returns=returns, ghost_fraction=fraction, ghost_baseline=baseline)
         return self._estimate(estimates, warming_up)
 
     def _judge(self, suspects: int, returns: int) -> float:
-        """Steps 'ghosts' with one scan's counts; returns the suspect share pooled over the window."""
+        """Steps 'ghosts' with one scan's counts; returns the suspect share pooled over the window.
+
+        The baseline learns a scan only once it leaves the window, and only if no window that held it
+        was ghostly and its own count is not unlikely under the learnt rate: ghosts that creep in (one,
+        then two, three a scan) are judged against the count from before them, not taught to it.
+        """
         config = self.config
-        self._recent.append((suspects, returns))
-        pooled = sum(s for s, _ in self._recent)
-        pooled_returns = sum(n for _, n in self._recent)
-        fraction = pooled / pooled_returns if pooled_returns else math.nan
-        if len(self._baseline) < config.reference_min:
+        if len(self._recent) == self._recent.maxlen:
+            self._learn(*self._recent[0])
+        warm = len(self._baseline) >= config.reference_min
+        if not warm:
             self._baseline.append(suspects)
-            return fraction
-        ghostly = False
-        if pooled_returns >= config.ghost_min_returns:
-            # Poisson: the learnt count per scan (plus half a return, so a clean past does not make one
-            # suspect significant) over the window's scans.
-            expected = (sum(self._baseline) + 0.5) / (len(self._baseline) + 1) * len(self._recent)
-            ghostly = pooled >= max(config.ghost_min_count, expected + config.ghost_z * math.sqrt(expected)) \
-                and fraction >= config.ghost_min_fraction
+        self._recent.append([suspects, returns, not warm])  # (suspects, returns, learnt or tainted)
+        pooled = sum(entry[0] for entry in self._recent)
+        pooled_returns = sum(entry[1] for entry in self._recent)
+        fraction = pooled / pooled_returns if pooled_returns else math.nan
+        if warm and pooled_returns >= config.ghost_min_returns:
+            ghostly = pooled >= config.ghost_min_count and fraction >= config.ghost_min_fraction \
+                and self._excess(pooled, len(self._recent)) < config.ghost_p
             state = ('failed' if fraction >= config.ghost_failed_fraction else 'degraded') if ghostly else None
             self._conditions['ghosts'].step(state, 1.0 - fraction)
-        if not ghostly:  # the baseline learns from scans that are not ghostly
-            self._baseline.append(suspects)
+            if ghostly:
+                for entry in self._recent:
+                    entry[2] = True
         return fraction
+
+    def _excess(self, count: int, scans: int) -> float:
+        """``excess_p`` against the baseline with one more scan of one suspect (so that a clean past does
+        not make a single suspect significant)."""
+        return excess_p(count, scans, sum(self._baseline) + 1, len(self._baseline) + 1)
+
+    def _learn(self, suspects: int, returns: int, done: bool) -> None:
+        if not done and self._excess(suspects, 1) >= GHOST_LEARN_P:
+            self._baseline.append(suspects)
+
+
+def excess_p(count: int, scans: int, base_count: int, base_scans: int) -> float:
+    """How likely ``count`` or more events in ``scans`` scans are, given ``base_count`` in ``base_scans``
+    scans at the same unknown rate: the conditional test of two Poisson counts (given the total, the
+    window's share is binomial with p = scans / (scans + base_scans)), which weighs the baseline's own
+    uncertainty, unlike a test against its mean."""
+    total = count + base_count
+    if count <= 0:
+        return 1.0
+    if base_scans <= 0:
+        return 1.0 if base_count else 0.0
+    p = scans / (scans + base_scans)
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(total + 1) - math.lgamma(k + 1) - math.lgamma(total - k + 1) + k * log_p + (total - k) * log_q
+             for k in range(count, total + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
 def health_monitors(config: FusionConfig) -> dict[str, CameraHealth | LidarHealth | RadarHealth]:

@@ -19,7 +19,7 @@ import yaml
 
 from mmfusion_ros.config import FusionConfig, HealthSection, config_from_dict, load_config
 from mmfusion_ros.consistency.health import (CONDITIONS, CameraHealth, HealthEstimate, LidarHealth, RadarHealth,
-                                             health_monitors)
+                                             excess_p, health_monitors)
 from mmfusion_ros.errors import ConfigError
 from mmfusion_ros.types import NS_PER_S, DiagnosticStatus
 
@@ -515,7 +515,7 @@ def test_ghost_targets_detected_and_cleared():
     start, end = 20, 50
     estimates = [monitor.update(stamp(i, 13.0), *scan(rng, ghosts=5 if start <= i < end else 0)) for i in range(70)]
     seen = first(estimates, 'ghosts')
-    assert seen is not None and start < seen <= start + CONFIG.ghost_window
+    assert seen is not None and start <= seen < start + CONFIG.ghost_window  # no confirming scans on top
     assert all(faults(e) == ('ghosts',) and e.state == 'degraded' for e in estimates[seen:end])
     assert estimates[end - 1].estimates['ghost_fraction'] == pytest.approx(5.45 / 20, abs=0.08)
     assert estimates[end - 1].estimates['ghost_baseline'] < 1.5  # not taught by ghosts
@@ -527,6 +527,28 @@ def test_ghost_targets_detected_and_cleared():
     unknown = RadarHealth('radar_front', CONFIG, rate_hz=13.0)
     estimates = [unknown.update(stamp(i, 13.0), scan(rng, ghosts=10)[0]) for i in range(30)]
     assert all(faults(e) == () and math.isnan(e.estimates['ghost_fraction']) for e in estimates)
+
+
+def test_ghosts_creeping_in_do_not_teach_the_baseline():
+    """Ghosts that start as a trickle (one, then two a scan) are not learnt as the ordinary count: the
+    window judges them against the rate from before."""
+    rng = np.random.default_rng(5)
+    monitor = RadarHealth('radar_front', CONFIG, rate_hz=13.0)
+    counts = [0] * 20 + [2, 3, 4, 4, 5, 5, 5, 5]
+    estimates = [monitor.update(stamp(i, 13.0), *scan(rng, ghosts=g)) for i, g in enumerate(counts)]
+    seen = first(estimates, 'ghosts')
+    assert seen is not None and seen <= 24
+    assert estimates[-1].estimates['ghost_baseline'] < 1.5  # the clutter's own, about 0.5
+
+
+def test_excess_p_is_the_binomial_tail_given_the_total():
+    """Given 20 events, 3 window scans against 12 baseline scans: the window's share is Binomial(20, 0.2)."""
+    pmf = [math.comb(20, k) * 0.2 ** k * 0.8 ** (20 - k) for k in range(21)]
+    for count in (1, 4, 9, 15):
+        assert excess_p(count, 3, 20 - count, 12) == pytest.approx(sum(pmf[count:]), rel=1e-9)
+    assert excess_p(0, 3, 5, 12) == 1.0
+    # The same window count is less surprising the less the baseline has seen.
+    assert excess_p(8, 3, 2, 10) < excess_p(8, 3, 1, 5)
 
 
 def test_radar_silence_within_three_frames():
@@ -737,3 +759,26 @@ def test_simulated_still_scene_is_bit_identical(tmp_path):
                                       'parked_cars': 2})['cam_back']
     assert all(np.array_equal(still[0][1], pixels) for _, pixels in still)
     assert 'frozen' in run_simulated(still)[-1][1].conditions
+
+
+def test_one_car_the_lidar_misses_is_one_place_not_many_ghosts():
+    """Three returns a scan from one moving car beyond the lidar's reach count as one place: no ghosts;
+    three scattered moving returns a scan over the same window do count."""
+    rng = np.random.default_rng(6)
+    monitor = RadarHealth('radar_front', CONFIG, rate_hz=13.0)
+    scattered = RadarHealth('radar_front', CONFIG, rate_hz=13.0)
+    car, apart = [], []
+    for i in range(40):
+        xyz, supported, _, moving = scan(rng)
+        if i >= 20:
+            near = np.array([[46.0 + 0.5 * i / 10, 20.0, 0.0]], np.float32) + rng.normal(0, 0.4, (3, 3)).astype(np.float32)
+            far = rng.uniform(-40.0, 40.0, (3, 3)).astype(np.float32) + np.array([45.0, 0.0, 0.0], np.float32)
+        else:
+            near = far = np.zeros((0, 3), np.float32)
+        extra = np.ones(len(near), bool)
+        car.append(monitor.update(stamp(i, 13.0), np.vstack([xyz, near]), np.concatenate([supported, ~extra]), None,
+                                  np.concatenate([moving, extra])))
+        apart.append(scattered.update(stamp(i, 13.0), np.vstack([xyz, far]), np.concatenate([supported, ~extra]), None,
+                                      np.concatenate([moving, extra])))
+    assert all(faults(e) == () for e in car)
+    assert first(apart, 'ghosts') is not None
