@@ -137,10 +137,12 @@ class FuserConfig:
 class BevBackboneConfig:
     """Strided-first BEV backbone: stages at growing strides, upsampled to the head and concatenated."""
 
-    channels: tuple[int, ...] = (48, 96)  # per stage
-    strides: tuple[int, ...] = (2, 2)  # per stage, relative to the previous one
-    blocks: tuple[int, ...] = (1, 2)  # extra stride-1 conv blocks per stage
-    neck_channels: int = 64  # per stage after upsampling; the head sees len(channels) * this
+    # Three stages on the CPU: 1.6, 3.2 and 6.4 m cells on the 0.8 m grid, so the deepest stage sees a
+    # 12 m bus whole (with two, buses and trucks were told apart, and sized, from one end).
+    channels: tuple[int, ...] = (48, 96, 128)  # per stage
+    strides: tuple[int, ...] = (2, 2, 2)  # per stage, relative to the previous one
+    blocks: tuple[int, ...] = (1, 2, 2)  # extra stride-1 conv blocks per stage
+    neck_channels: int = 48  # per stage after upsampling; the head sees len(channels) * this
 
     def __post_init__(self) -> None:
         if not len(self.channels) == len(self.strides) == len(self.blocks) >= 1:
