@@ -437,6 +437,11 @@ class HealthSection:
     occlusion_onset_images: int = 2
     occlusion_max_change: float = 0.75  # grey levels, a block's mean |difference|: unchanged
     occlusion_min_texture: float = 1.5  # grey levels, sqrt of the smaller structure tensor eigenvalue
+    # With the direction of travel known (odometry and the camera's calibration): this sqrt share of a
+    # block's gradient energy must lie along the scene's motion for the block to count as texture that
+    # ought to change (isotropic texture about 0.7; lane lines and kerbs running to the focus of
+    # expansion 0.1-0.2: driving slides them along themselves)
+    occlusion_min_flow_share: float = 0.3
     # With ego motion unknown, this share of the textured blocks must change by occlusion_moving_change or
     # more for the scene to count as moving: a standing vehicle's still surroundings are no occlusion.
     occlusion_moving_change: float = 2.0
@@ -514,7 +519,7 @@ class HealthSection:
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
-                     'occlusion_min_region', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
+                     'occlusion_min_region', 'occlusion_min_flow_share', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
                      'beam_empty_ratio', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
                      'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import FusionConfig
-from ..frame import Frame
+from ..frame import CameraView, Frame
 from ..model.config import MODALITIES
 from ..types import Detections3D
 from .calibration import (CameraDriftEstimator, DriftEstimate, OffsetEstimate, StaticOffsetEstimator,
@@ -100,6 +100,13 @@ class HealthBoard:
         self._last_pose = (frame.stamp_ns, here.copy())
         return moving
 
+    def _travel_focus(self, view: CameraView) -> np.ndarray | None:
+        """Where the direction of travel projects in ``view``'s image (homogeneous pixels), or None."""
+        if not np.isfinite(self.ego_velocity).all():
+            return None
+        direction = view.camera_to_base.rotation.T @ np.array([*self.ego_velocity, 0.0])  # camera axes
+        return view.intrinsics.k @ direction
+
     def update(self, frame: Frame) -> dict[str, HealthEstimate]:
         stamp = frame.stamp_ns
         moving = self._ego_moving(frame)
@@ -119,7 +126,8 @@ class HealthBoard:
                 if view is None:
                     self.last[name] = monitor.update(stamp, None, ego_moving=moving)
                 else:
-                    self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving)
+                    self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving,
+                                                     travel_focus=self._travel_focus(view) if moving else None)
             elif isinstance(monitor, LidarHealth):
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):

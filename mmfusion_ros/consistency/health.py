@@ -277,6 +277,22 @@ def _block_texture(grey: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return np.sqrt(np.maximum(smaller, 0.0))
 
 
+def _flow_texture_share(grey: np.ndarray, grid: tuple[int, int], focus: np.ndarray) -> np.ndarray:
+    """Per block ``(rows, cols)``: sqrt of the share of the gradient energy along the lines through
+    ``focus`` (homogeneous work-image pixels), the direction the scene moves in while the vehicle
+    drives straight. Texture with edges in every direction scores about 0.7; edges that all point at
+    the focus (lane lines and kerbs along the road) score near 0: driving slides them along themselves.
+    """
+    h, w = grey.shape
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)  # both at the pixel centre: forward differences would
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)  # sit half a pixel apart and turn a thin line's edges
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    rx, ry = u * focus[2] - focus[0], v * focus[2] - focus[1]  # towards (or away from) the focus
+    along = (gx * rx + gy * ry) / np.maximum(np.hypot(rx, ry), 1e-6)
+    total = _block_means(gx * gx + gy * gy, grid)
+    return np.sqrt(_block_means(along * along, grid) / np.maximum(total, 1e-6))
+
+
 def _regions(mask: np.ndarray, min_blocks: int) -> np.ndarray:
     """``mask`` without its connected regions (8-neighbours) smaller than ``min_blocks``."""
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -297,10 +313,16 @@ class CameraHealth(_SensorHealth):
         self._occluded = math.nan
         self._occluded_box = (math.nan,) * 4  # the stuck region's bounds, fractions of the image (x0, y0, x1, y1)
 
-    def update(self, stamp_ns: int, pixels: np.ndarray | None, *, ego_moving: bool | None = None) -> HealthEstimate:
+    def update(self, stamp_ns: int, pixels: np.ndarray | None, *, ego_moving: bool | None = None,
+               travel_focus: np.ndarray | None = None) -> HealthEstimate:
         """Judge one update: ``pixels`` the new image (``(H, W, 3)`` uint8 RGB) stamped ``stamp_ns``, or
         ``None`` when no new image came by ``stamp_ns``. ``ego_moving``: whether the vehicle moves
         (odometry), None when unknown (then the image must show motion before occlusion is judged).
+        ``travel_focus``: where the direction of travel projects in the image, homogeneous ``(3,)``
+        pixel coordinates (``K @ direction`` in the camera frame; the focus of expansion, at infinity
+        for a camera looking sideways), None when unknown. Ego motion moves the world along lines
+        through it, so a block whose edges all run along those lines (lane lines, kerbs) looks the
+        same while the vehicle drives, and says nothing about the lens.
         """
         if pixels is not None:
             pixels = np.asarray(pixels)
@@ -312,14 +334,14 @@ class CameraHealth(_SensorHealth):
         estimates = self._timing(stamp_ns, fresh)
         warming_up = len(self._history) < self.config.occlusion_window  # this image can not be judged whole
         if fresh:
-            estimates.update(self._judge(pixels, ego_moving))
+            estimates.update(self._judge(pixels, ego_moving, travel_focus))
         else:
             estimates.update(mean_brightness=math.nan, brightness_std=math.nan, saturated_fraction=math.nan,
                              image_change=math.nan, unchanged_frames=float(self._unchanged),
                              occluded_fraction=self._occluded, **self._region())
         return self._estimate(estimates, warming_up)
 
-    def _judge(self, pixels: np.ndarray, ego_moving: bool | None) -> dict[str, float]:
+    def _judge(self, pixels: np.ndarray, ego_moving: bool | None, travel_focus: np.ndarray | None) -> dict[str, float]:
         config = self.config
         H, W = pixels.shape[:2]
         if self._previous is not None and self._previous.shape != pixels.shape:
@@ -352,7 +374,8 @@ class CameraHealth(_SensorHealth):
             self._history.clear()
         else:
             if not self._unchanged and len(self._history) == config.occlusion_window:
-                self._judge_occlusion(grey, ego_moving)
+                focus = None if travel_focus is None else np.asarray(travel_focus, np.float64) * (scale, scale, 1.0)
+                self._judge_occlusion(grey, ego_moving, focus)
             self._history.append(grey)
         return {'mean_brightness': mean, 'brightness_std': std, 'saturated_fraction': saturated,
                 'image_change': change, 'unchanged_frames': float(self._unchanged),
@@ -361,7 +384,7 @@ class CameraHealth(_SensorHealth):
     def _region(self) -> dict[str, float]:
         return dict(zip(('occluded_x0', 'occluded_y0', 'occluded_x1', 'occluded_y1'), self._occluded_box))
 
-    def _judge_occlusion(self, grey: np.ndarray, ego_moving: bool | None) -> None:
+    def _judge_occlusion(self, grey: np.ndarray, ego_moving: bool | None, focus: np.ndarray | None) -> None:
         """Textured blocks that match each of the last ``occlusion_window`` images while the scene moves,
         or that changed and then matched each of the last ``occlusion_onset_images`` (a patch arriving)."""
         config = self.config
@@ -369,6 +392,8 @@ class CameraHealth(_SensorHealth):
         changes = np.array([_block_means(np.abs(grey - old), grid) for old in self._history])  # (window, rows, cols)
         change = changes.max(axis=0)
         textured = _block_texture(grey, grid) >= config.occlusion_min_texture
+        if focus is not None and np.all(np.isfinite(focus)):
+            textured &= _flow_texture_share(grey, grid, focus) >= config.occlusion_min_flow_share
         moving = textured & (change >= config.occlusion_moving_change)
         if ego_moving is False or (ego_moving is None and moving.sum() < config.occlusion_min_moving * textured.sum()):
             return  # a scene that stands still: no telling the lens from the world
@@ -378,7 +403,14 @@ class CameraHealth(_SensorHealth):
             stuck |= (changes[-onset:].max(axis=0) <= config.occlusion_max_change) & \
                 (changes[:-onset].max(axis=0) >= config.occlusion_moving_change)
         min_blocks = max(1, math.ceil(config.occlusion_min_region * change.size))
-        region = _regions(textured & stuck, min_blocks)  # (rows, cols)
+        still = textured & stuck
+        if focus is not None:
+            # Blocks inside a stuck patch whose texture runs along the flow (a patch's own edges) are
+            # no evidence either way: close the gaps, but never over a block that changed of late.
+            recent = changes[-max(onset, 1):].max(axis=0)
+            closed = cv2.morphologyEx(still.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+            still = closed.astype(bool) & (recent <= config.occlusion_max_change)
+        region = _regions(still, min_blocks)  # (rows, cols)
         occluded = float(region.mean())
         self._occluded = occluded
         rows, cols = np.nonzero(region)

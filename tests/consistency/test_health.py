@@ -19,6 +19,7 @@ import yaml
 
 from mmfusion_ros.config import FusionConfig, HealthSection, config_from_dict, load_config
 from mmfusion_ros.consistency.health import (CONDITIONS, CameraHealth, HealthEstimate, LidarHealth, RadarHealth,
+                                             _flow_texture_share,
                                              excess_p, health_monitors)
 from mmfusion_ros.errors import ConfigError
 from mmfusion_ros.types import NS_PER_S, DiagnosticStatus
@@ -782,3 +783,53 @@ def test_one_car_the_lidar_misses_is_one_place_not_many_ghosts():
                                       np.concatenate([moving, extra])))
     assert all(faults(e) == () for e in car)
     assert first(apart, 'ghosts') is not None
+
+
+def lane_lines(image: np.ndarray, focus: tuple[float, float], top: int) -> np.ndarray:
+    """``image`` with a road below row ``top``: one-pixel lines, stepped as a renderer draws them, that
+    all run from ``focus``, as lines along the road run to the focus of expansion. Driving slides them
+    along themselves."""
+    out = image.copy()
+    H, W = out.shape[:2]
+    road = np.full_like(out, 90)
+    for end in np.linspace(-2 * W, 3 * W, 41):
+        cv2.line(road, (round(focus[0]), round(focus[1])), (int(end), 3 * H), (230, 230, 230), 1, cv2.LINE_8)
+    out[top:] = road[top:]
+    return out
+
+
+def test_lines_running_to_the_focus_of_travel_are_no_occlusion():
+    """Lane lines on the road below a moving scene stay the same while the vehicle drives: read as a
+    stuck region without the direction of travel, and as nothing to judge with it."""
+    camera = PanningCamera(21, shape=(225, 400))
+    focus = (200.0, 90.0)
+    frames = [lane_lines(camera.image(i), focus, 130) for i in range(40)]
+    blind = run_camera(frames, ego_moving=True)
+    assert first(blind, 'occluded') is not None  # the lines look like a patch stuck on the lens
+    told = run_camera(frames, ego_moving=True, travel_focus=np.array([*focus, 1.0]))
+    assert all(faults(e) == () for e in told)
+    assert told[-1].estimates['occluded_fraction'] < 0.05
+
+
+def test_mud_is_found_with_the_direction_of_travel_known():
+    """Mud's blotches have edges every way: the flow test keeps it (the panning world moves along x,
+    a focus at infinity)."""
+    camera = PanningCamera(22)
+    region = (0.25, 0.25, 0.75, 0.75)
+    frames = [mud(camera.image(i), region) if 20 <= i < 60 else camera.image(i) for i in range(70)]
+    estimates = run_camera(frames, ego_moving=True, travel_focus=np.array([1.0, 0.0, 0.0]))
+    seen = first(estimates, 'occluded')
+    assert seen is not None and seen <= 20 + CONFIG.occlusion_onset_images + CONFIG.confirm_frames - 1
+    assert abs(estimates[59].estimates['occluded_fraction'] - 0.25) < 0.05
+
+
+def test_flow_texture_share_separates_isotropic_texture_from_radial_edges():
+    rng = np.random.default_rng(23)
+    focus = np.array([80.0, 30.0, 1.0])
+    noise = cv2.GaussianBlur(rng.uniform(0, 255, (90, 160)).astype(np.float32), (0, 0), 1.5)
+    assert np.median(_flow_texture_share(noise, (16, 9), focus)) == pytest.approx(np.sqrt(0.5), abs=0.1)
+    v, u = np.mgrid[0:90, 0:160].astype(np.float32) + 0.5
+    spokes = 128 + 60 * np.sin(12 * np.arctan2(v - focus[1], u - focus[0]))  # edges all along rays from the focus
+    assert np.median(_flow_texture_share(spokes.astype(np.float32), (16, 9), focus)) < 0.15
+    # the same spokes seen from a focus elsewhere cut across the flow
+    assert np.median(_flow_texture_share(spokes.astype(np.float32), (16, 9), np.array([0.0, 1.0, 0.0]))) > 0.3
