@@ -144,3 +144,24 @@ def test_a_radar_scan_without_returns_is_news_not_a_lost_message():
     assert all('rate_low' not in e.conditions and 'silent' not in e.conditions for e in run(True))
     # judged from the returns alone, the empty scans read as silence (here, one scan a frame) or losses
     assert any({'rate_low', 'silent'} & set(e.conditions) for e in run(False))
+
+
+def test_the_direction_of_travel_projects_where_the_camera_sees_it():
+    """Driving along base x: a camera looking ahead has its focus of expansion at the principal point, one
+    looking to the left at infinity along its image rows; unknown speed gives no focus."""
+    from mmfusion_ros.frame import CameraView
+    from mmfusion_ros.types import CameraIntrinsics
+
+    k = np.array([[300.0, 0, 200], [0, 300.0, 110], [0, 0, 1]])
+    intrinsics = CameraIntrinsics('cam', 400, 225, k, 'none', np.zeros(0))
+    optical = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])  # optical axes (x right, y down, z ahead) -> base
+    left = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # looking along +y, image x along +x
+    board = HealthBoard(load_config())
+    ahead = CameraView('cam', 0, np.zeros((225, 400, 3), np.uint8), intrinsics, RigidTransform(optical, np.zeros(3)))
+    side = CameraView('cam', 0, np.zeros((225, 400, 3), np.uint8), intrinsics, RigidTransform(left, np.zeros(3)))
+    assert board._travel_focus(ahead) is None
+    board.ego_velocity = np.array([8.0, 0.0])
+    focus = board._travel_focus(ahead)
+    assert np.allclose(focus[:2] / focus[2], [200.0, 110.0])
+    focus = board._travel_focus(side)
+    assert abs(focus[2]) < 1e-9 and abs(focus[1]) < 1e-9 and focus[0] != 0  # at infinity along the rows
