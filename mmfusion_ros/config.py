@@ -485,7 +485,7 @@ class HealthSection:
     ghost_reference_scans: int = 40  # ordinary scans the ghost count is judged against (about 3 s)
     ghost_min_speed_mps: float = 1.0
     ghost_place_m: float = 2.0  # suspects closer than this to one another are one place and count once
-    # 'ghosts' (degraded): at least ghost_min_count such returns in the window, a count the rate of the
+    # 'ghosts' (degraded): at least ghost_min_count such places in the window, a count the rate of the
     # ordinary scans reaches by chance with probability below ghost_p (the two counts' conditional
     # binomial test), and ghost_min_fraction of the window's returns
     ghost_min_count: int = 8

@@ -175,7 +175,7 @@ class _SensorHealth(abc.ABC):
         # confirming frames (a camera's noise makes two images of a moving scene differ and keeps a dark
         # one textured; the same image twice, or a flat black one, is a fault). At 12 Hz, a second
         # image to confirm costs up to 1.7 frames of 20 Hz. Ghosts are a count over a window of scans
-        # tested against the Poisson spread of the learnt count: the window is the confirmation.
+        # tested against the count of the ordinary scans before it: the window is the confirmation.
         at_once = ('silent', 'rate_low', 'frozen', 'blackout', 'ghosts')
         self._conditions = {name: _Condition(1 if name in at_once else config.confirm_frames, config.clear_frames)
                             for name in ('silent', 'rate_low', *self.content)}
@@ -392,7 +392,8 @@ class CameraHealth(_SensorHealth):
         changes = np.array([_block_means(np.abs(grey - old), grid) for old in self._history])  # (window, rows, cols)
         change = changes.max(axis=0)
         textured = _block_texture(grey, grid) >= config.occlusion_min_texture
-        if focus is not None and np.all(np.isfinite(focus)):
+        flow_known = focus is not None and bool(np.all(np.isfinite(focus)))
+        if flow_known:
             textured &= _flow_texture_share(grey, grid, focus) >= config.occlusion_min_flow_share
         moving = textured & (change >= config.occlusion_moving_change)
         if ego_moving is False or (ego_moving is None and moving.sum() < config.occlusion_min_moving * textured.sum()):
@@ -404,7 +405,7 @@ class CameraHealth(_SensorHealth):
                 (changes[:-onset].max(axis=0) >= config.occlusion_moving_change)
         min_blocks = max(1, math.ceil(config.occlusion_min_region * change.size))
         still = textured & stuck
-        if focus is not None:
+        if flow_known:
             # Blocks inside a stuck patch whose texture runs along the flow (a patch's own edges) are
             # no evidence either way: close the gaps, but never over a block that changed of late.
             recent = changes[-max(onset, 1):].max(axis=0)
