@@ -286,7 +286,7 @@ def _flow_texture_share(grey: np.ndarray, grid: tuple[int, int], focus: np.ndarr
     h, w = grey.shape
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)  # both at the pixel centre: forward differences would
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)  # sit half a pixel apart and turn a thin line's edges
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    v, u = (axis.astype(np.float32) + 0.5 for axis in np.ogrid[0:h, 0:w])  # (h, 1), (1, w): broadcast
     rx, ry = u * focus[2] - focus[0], v * focus[2] - focus[1]  # towards (or away from) the focus
     along = (gx * rx + gy * ry) / np.maximum(np.hypot(rx, ry), 1e-6)
     total = _block_means(gx * gx + gy * gy, grid)
@@ -685,7 +685,8 @@ class RadarHealth(_SensorHealth):
         """
         config = self.config
         if len(self._recent) == self._recent.maxlen:
-            self._learn(*self._recent[0])
+            leaving, _, done = self._recent[0]
+            self._learn(leaving, done)
         warm = len(self._baseline) >= config.reference_min
         if not warm:
             self._baseline.append(suspects)
@@ -708,7 +709,7 @@ class RadarHealth(_SensorHealth):
         not make a single suspect significant)."""
         return excess_p(count, scans, sum(self._baseline) + 1, len(self._baseline) + 1)
 
-    def _learn(self, suspects: int, returns: int, done: bool) -> None:
+    def _learn(self, suspects: int, done: bool) -> None:
         if not done and self._excess(suspects, 1) >= GHOST_LEARN_P:
             self._baseline.append(suspects)
 
