@@ -44,6 +44,7 @@ __all__ = [
     'HealthSection',
     'ModelSection',
     'OutputsSection',
+    'RefineSection',
     'SensorConfig',
     'SyncSection',
     'TrackingSection',
@@ -401,6 +402,35 @@ class TrackingSection:
 
 
 @dataclass(frozen=True)
+class RefineSection:
+    """Long vehicles' boxes refined with the lidar's points after decoding (``model/refine.py``)."""
+
+    enabled: bool = True
+    # The classes refined, each with its typical length in metres: where the lidar sees only a long
+    # vehicle's near end, the box is placed by that end and this length (the network's length when longer).
+    lengths: Mapping[str, float] = field(default_factory=lambda: types.MappingProxyType({'truck': 9.0, 'bus': 12.0}))
+    max_point_age_s: float = 0.02  # only the current sweep's points: older sweeps smear a moving vehicle
+    min_points: int = 10  # fewer points on the vehicle: the box is left as the network gave it
+    margin_m: float = 4.0  # points are looked for this far beyond either end of the box
+    lateral_margin_m: float = 0.3  # and this far beyond its sides
+    yaw_search_deg: float = 15.0  # the heading is fitted within this many degrees of the network's
+    yaw_step_deg: float = 1.0
+    both_ends_tolerance_m: float = 0.3  # a seen extent this close to the length or longer: both ends seen
+
+    def __post_init__(self) -> None:
+        for name, length in self.lengths.items():
+            if not length > 0:
+                raise ConfigError(f'lengths.{name}: must be positive, got {length}')
+        for name in ('max_point_age_s', 'margin_m', 'lateral_margin_m', 'yaw_search_deg', 'both_ends_tolerance_m'):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f'{name}: must be >= 0, got {getattr(self, name)}')
+        if not self.yaw_step_deg > 0:
+            raise ConfigError(f'yaw_step_deg: must be positive, got {self.yaw_step_deg}')
+        if isinstance(self.min_points, bool) or not isinstance(self.min_points, int) or self.min_points < 2:
+            raise ConfigError(f'min_points: must be an integer >= 2, got {self.min_points!r}')
+
+
+@dataclass(frozen=True)
 class HealthSection:
     """Per-sensor health over a sliding window (``consistency/health.py``): thresholds per condition."""
 
@@ -551,6 +581,7 @@ class FusionConfig:
     calibration: CalibrationSection = CalibrationSection()
     health: HealthSection = HealthSection()
     tracking: TrackingSection = TrackingSection()
+    refine: RefineSection = RefineSection()
 
     def __post_init__(self) -> None:
         if not self.sensors:

@@ -29,6 +29,7 @@ from .model.config import MODALITIES
 from .model.decode import decode_detections
 from .model.inputs import CameraGeometryCache, frame_inputs
 from .model.network import FusionNet
+from .model.refine import refine_long_boxes
 from .model.weights import load_configured_model
 from .timing import StageTimer
 from .types import Detections3D
@@ -92,6 +93,7 @@ class FusionPipeline:
                     outputs = self.net(inputs)
                 with self.timer.stage('decode'):
                     detections = decode_detections(outputs, grid, self.head, frame.stamp_ns, frame.frame_id)
+                    detections = refine_long_boxes(detections, frame.lidar, self.config.refine)
                 with self.timer.stage('consistency'):
                     blind = [name for name, e in estimates.items() if e.modality == 'camera' and
                              (e.state == 'failed' or {'blackout', 'frozen'} & set(e.conditions))]

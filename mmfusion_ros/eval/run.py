@@ -33,6 +33,7 @@ from ..geometry.boxes import points_in_boxes
 from ..model.decode import decode_detections
 from ..model.inputs import CameraGeometryCache, frame_inputs
 from ..model.network import FusionNet
+from ..model.refine import refine_long_boxes
 from ..sync.keyframes import bag_frames
 from ..types import Detections3D
 from .detection import DetectionEvalConfig, evaluate_detections
@@ -123,8 +124,10 @@ def evaluate_model(paths: Sequence[Path], config: FusionConfig, net: FusionNet, 
             frames += 1
             for subset in subsets:
                 started = time.perf_counter()
-                inputs = frame_inputs(with_modalities(frame, SUBSETS[subset]), net.config, cache)
+                seen = with_modalities(frame, SUBSETS[subset])
+                inputs = frame_inputs(seen, net.config, cache)
                 detections = decode_detections(net(inputs), net.config.grid, head, frame.stamp_ns, frame.frame_id)
+                detections = refine_long_boxes(detections, seen.lidar, config.refine)
                 seconds[subset] += time.perf_counter() - started
                 pairs[subset].append((truth, detections))
     if not frames:
