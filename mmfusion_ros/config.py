@@ -379,6 +379,12 @@ class TrackingSection:
     acceleration_noise_mps2: float = 2.0  # std of the unmodelled acceleration (how fast velocity may change)
     network_velocity_noise_mps: float = 1.5  # std of the network's velocity: its weight in the blend
     unknown_velocity_noise_mps: float = 10.0  # std of a new track's velocity when the network gives none
+    # The radar's doppler (an object's median radial ground speed) is a third measurement of the velocity,
+    # along the line of sight: from a track's doppler_gate_hits-th detection on, only within
+    # doppler_gate_sigmas of the track's prediction; before that, always. doppler_gate_sigmas 0: never.
+    doppler_noise_mps: float = 0.3
+    doppler_gate_sigmas: float = 3.0
+    doppler_gate_hits: int = 3
     # Flag persistence: raised when present in raise_frames of the last window frames of a track,
     # cleared after clear_frames consecutive frames without it.
     raise_frames: int = 2
@@ -386,15 +392,15 @@ class TrackingSection:
     clear_frames: int = 2
 
     def __post_init__(self) -> None:
-        for name in ('max_missed', 'min_hits', 'raise_frames', 'window', 'clear_frames'):
+        for name in ('max_missed', 'min_hits', 'raise_frames', 'window', 'clear_frames', 'doppler_gate_hits'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == 'max_missed' else 1):
                 raise ConfigError(f'{name}: must be an integer >= {0 if name == "max_missed" else 1}, got {value!r}')
         for name in ('max_gap_s', 'gate_min_m', 'position_noise_m', 'acceleration_noise_mps2',
-                     'network_velocity_noise_mps', 'unknown_velocity_noise_mps'):
+                     'network_velocity_noise_mps', 'unknown_velocity_noise_mps', 'doppler_noise_mps'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
-        for name in ('gate_length_fraction', 'gate_speed_fraction', 'class_mismatch_penalty_m'):
+        for name in ('gate_length_fraction', 'gate_speed_fraction', 'class_mismatch_penalty_m', 'doppler_gate_sigmas'):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f'{name}: must be >= 0, got {getattr(self, name)}')
         if self.raise_frames > self.window:
@@ -412,7 +418,7 @@ class RefineSection:
     max_point_age_s: float = 0.02  # only the current sweep's points: older sweeps smear a moving vehicle
     min_points: int = 10  # fewer points on the vehicle: the box is left as the network gave it
     margin_m: float = 4.0  # points are looked for this far beyond either end of the box
-    lateral_margin_m: float = 0.3  # and this far beyond its sides
+    lateral_margin_m: float = 0.8  # and this far beyond its sides (the network is 0.4 m off across a truck, median)
     yaw_search_deg: float = 15.0  # the heading is fitted within this many degrees of the network's
     yaw_step_deg: float = 1.0
     both_ends_tolerance_m: float = 0.3  # a seen extent this close to the length or longer: both ends seen

@@ -4,7 +4,8 @@
 
 1. the tracker associates this frame's detections with the objects of earlier frames in the fixed
    frame (``frame.pose``; the base frame when the pose is unknown), so an object keeps its id and
-   gets a smoothed velocity;
+   gets a smoothed velocity (positions, the network's velocity and, within its gate, the radar's
+   doppler);
 2. each detection's single-frame flags are raised from its evidence (the radar's doppler checked
    against the track's velocity once the track has a few detections). Per track and modality the
    stage counts the frames the modality saw the object: a healthy modality that has not seen it in
@@ -79,7 +80,7 @@ class ConsistencyStage:
         """``healthy``: per modality, every sensor of it is ok by health (only then is an unseen object's
         absence put down to a blind spot)."""
         pose = frame.pose.matrix if frame.pose is not None else None
-        tracked = self.tracker.update(detections, pose)
+        tracked = self.tracker.update(detections, pose, (evidence.doppler_measured, evidence.doppler_los))
         if tracked.ended:
             self.filter.forget(tracked.ended)
             for track_id in tracked.ended:

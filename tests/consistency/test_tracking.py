@@ -163,6 +163,59 @@ def test_smoothed_velocity_converges_to_the_truth(network_velocity):
     assert np.mean(np.array(errors) < 0.3) >= 0.9 and np.median(errors) < 0.2, errors
 
 
+def _doppler_of(actor: Actor, t: float, pose: RigidTransform, bias: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The radar's view of one actor from the base origin: radial ground speed and line of sight (base)."""
+    to_base = pose.inverse()
+    center = to_base.apply(actor.at(t)[None])[0, :2]
+    los = center / np.linalg.norm(center)
+    velocity = to_base.rotation[:2, :2] @ np.asarray(actor.velocity, float)
+    return np.array([float(los @ velocity) + bias]), los[None]
+
+
+def test_a_young_track_takes_the_radar_doppler_over_a_wrong_network_velocity():
+    # A car driving away at 14 m/s; the network calls it 6 m/s. The doppler (radial: the car is
+    # straight ahead) pulls the track's velocity to the truth from its first frame.
+    actor = Actor((25, 0), (14, 0))
+    pose = RigidTransform.identity()
+    detections = observe([actor], 0.0, pose)
+    detections = Detections3D(detections.stamp_ns, detections.frame_id, detections.centers, detections.sizes,
+                              detections.yaws, np.array([[6.0, 0.0]]), detections.labels, detections.scores)
+    without = Tracker().update(detections, None)
+    with_doppler = Tracker().update(detections, None, _doppler_of(actor, 0.0, pose))
+    assert without.velocities[0, 0] == pytest.approx(6.0)
+    assert with_doppler.doppler_used[0]
+    assert abs(with_doppler.velocities[0, 0] - 14.0) < 0.5
+    off = Tracker(TrackingSection(doppler_gate_sigmas=0.0)).update(detections, None, _doppler_of(actor, 0.0, pose))
+    assert not off.doppler_used[0] and off.velocities[0, 0] == pytest.approx(6.0)
+
+
+def test_an_established_track_gates_out_a_doppler_that_contradicts_its_motion():
+    actor = Actor((20, 5), (10, 0))
+    tracker = Tracker()
+    for k in range(12):
+        pose = ego_pose(k * DT)
+        tracked = tracker.update(observe([actor], k * DT, pose, velocity_noise=0.5), pose.matrix,
+                                 _doppler_of(actor, k * DT, pose))
+        assert tracked.doppler_used[0]  # a doppler that agrees is taken every frame
+    pose = ego_pose(12 * DT)
+    before = tracker._tracks.state[0, 2:].copy()
+    tracked = tracker.update(observe([actor], 12 * DT, pose), pose.matrix, _doppler_of(actor, 12 * DT, pose, bias=-6.0))
+    assert not tracked.doppler_used[0]  # 6 m/s off: not this object's motion
+    truth_base = pose.inverse().rotation[:2, :2] @ np.array([10.0, 0.0])
+    assert np.linalg.norm(tracked.velocities[0] - truth_base) < 0.5
+    assert np.linalg.norm(tracker._tracks.state[0, 2:] - before) < 0.5
+
+
+def test_missing_or_broken_doppler_is_not_a_measurement():
+    actor = Actor((15, 4), (8, 0))
+    detections = observe([actor], 0.0, RigidTransform.identity())
+    for radial, los in ((np.array([np.nan]), np.array([[1.0, 0.0]])), (np.array([3.0]), np.array([[np.nan, 0.0]]))):
+        tracked = Tracker().update(detections, None, (radial, los))
+        assert not tracked.doppler_used[0]
+        np.testing.assert_allclose(tracked.velocities[0], [8, 0])
+    assert Tracker().update(Detections3D.empty(0, 'base_link'), None, (np.zeros(0), np.zeros((0, 2)))).doppler_used.shape == (0,)
+
+
 def test_velocity_is_unknown_until_measured_or_seen_twice():
     tracker = Tracker()
     actor = [Actor((15, 4), (8, 0))]
@@ -373,6 +426,9 @@ def test_flag_filter_rejects_mismatched_rows():
     ('max_gap_s', 0.0, 'max_gap_s: must be positive'),
     ('gate_length_fraction', -0.5, 'gate_length_fraction: must be >= 0'),
     ('class_mismatch_penalty_m', -1.0, 'class_mismatch_penalty_m: must be >= 0'),
+    ('doppler_noise_mps', 0.0, 'doppler_noise_mps: must be positive'),
+    ('doppler_gate_sigmas', -1.0, 'doppler_gate_sigmas: must be >= 0'),
+    ('doppler_gate_hits', 0, 'doppler_gate_hits: must be an integer >= 1'),
 ])
 def test_tracking_section_names_the_invalid_key(key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -45,8 +45,9 @@ def test_a_bus_seen_from_behind_is_placed_by_its_near_end_and_a_bus_length():
     heading = np.array([math.cos(yaw), math.sin(yaw)])
     along = (side[:, :2] - truth_center) @ heading
     points = np.concatenate([points, side[along < 5.0]])
-    # What the network gives: 10 m long, centre 1 m toward the sensor, heading off by 5 degrees, truck.
-    guess = truth_center - 1.0 * heading
+    # What the network gives: 10 m long, centre 1 m toward the sensor and 0.4 m aside, heading off by
+    # 5 degrees, truck.
+    guess = truth_center - 1.0 * heading + 0.4 * np.array([-heading[1], heading[0]])
     refined = refine_long_boxes(_boxes([guess], [10.0], [yaw + math.radians(5)], ['truck']), points)
     assert refined.labels == ('bus',)  # 11 m of points along its side: no truck is that long
     assert abs(math.degrees(refined.yaws[0] - yaw)) <= 1.0
@@ -58,7 +59,8 @@ def test_a_truck_seen_from_the_side_spans_both_ends():
     truth_center, yaw = np.array([-6.0, -14.0]), math.radians(-20.0)
     points = _surface(truth_center, 9.6, 2.5, yaw, ['left'])
     heading = np.array([math.cos(yaw), math.sin(yaw)])
-    boxes = _boxes([truth_center + 0.6 * heading], [9.8], [yaw], ['truck'])
+    # The network's box 0.6 m ahead and 0.35 m to the left: the seen side places it across, too.
+    boxes = _boxes([truth_center + 0.6 * heading + 0.35 * np.array([-heading[1], heading[0]])], [9.8], [yaw], ['truck'])
     refined = refine_long_boxes(boxes, points)
     assert refined.labels == ('truck',)
     assert refined.sizes[0, 0] == pytest.approx(9.6, abs=0.15)
