@@ -60,11 +60,11 @@ def refine_long_boxes(detections: Detections3D, lidar: np.ndarray | None,
     refined = [i for i, label in enumerate(detections.labels) if label in config.lengths]
     if not config.enabled or not refined or lidar is None or not len(lidar):
         return detections
-    points = np.asarray(lidar, np.float64)
-    current = np.isfinite(points[:, :3]).all(axis=1)
-    if points.shape[1] >= 5:
-        current &= points[:, 4] <= config.max_point_age_s
-    points = points[current, :3]
+    lidar = np.asarray(lidar)
+    current = np.isfinite(lidar[:, :3]).all(axis=1)
+    if lidar.shape[1] >= 5:
+        current &= lidar[:, 4] <= config.max_point_age_s
+    points = lidar[current, :3].astype(np.float64)
     centers, sizes, yaws = detections.centers.copy(), detections.sizes.copy(), detections.yaws.copy()
     labels = list(detections.labels)
     by_length = sorted(config.lengths.items(), key=lambda item: item[1])
@@ -107,6 +107,8 @@ def _fit_heading(xy: np.ndarray, yaw: float, config: RefineSection) -> float:
 
 def _refine_box(points: np.ndarray, center: np.ndarray, size: np.ndarray, yaw: float, label: str,
                 by_length: list[tuple[str, float]], config: RefineSection) -> tuple[np.ndarray, float, float, str] | None:
+    reach = math.hypot(size[0] / 2 + config.margin_m, size[1] / 2 + config.lateral_margin_m)
+    points = points[(np.abs(points[:, 0] - center[0]) <= reach) & (np.abs(points[:, 1] - center[1]) <= reach)]
     along, across = _on_vehicle(points, center, size, yaw, config)
     if len(along) < config.min_points:
         return None
