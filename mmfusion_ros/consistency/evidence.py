@@ -187,10 +187,16 @@ def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConf
         near = F.max_pool2d(heat[None], 3, stride=1, padding=1)[0].numpy()  # the best of the 3x3 cells around
         heat = heat.numpy()
         scores[:, m] = near[labels, rows, cols]
-        per_class = near[:, rows, cols].T  # (N, K)
-        best_class[:, m] = per_class.argmax(axis=1)
-        best_score[:, m] = per_class.max(axis=1)
         for i in range(n):
+            # What the modality calls the object: its best class over the 3x3 cells around the centre
+            # that are this object's (a car's peak beside a cyclist is the car's, not the cyclist's class).
+            r0, r1 = max(rows[i] - 1, 0), min(rows[i] + 2, H)
+            c0, c1 = max(cols[i] - 1, 0), min(cols[i] + 2, W)
+            mine = _own_cells(detections.centers[:, :2], i, r0, r1, c0, c1, grid, cell)
+            mine[rows[i] - r0, cols[i] - c0] = True  # the centre cell is always its own
+            per_class = np.where(mine, heat[:, r0:r1, c0:c1], -1.0).reshape(K, -1).max(axis=1)  # (K,)
+            best_class[i, m] = int(per_class.argmax())
+            best_score[i, m] = float(per_class.max())
             reach = _WINDOW[modality]
             r0, r1 = max(rows[i] - reach, 0), min(rows[i] + reach + 1, H)
             c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach + 1, W)

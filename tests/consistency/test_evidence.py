@@ -211,6 +211,28 @@ def test_a_neighbours_peak_is_not_taken_for_a_displaced_object():
     assert disagreement_flags(evidence, both, CLASSES, CONFIG) == ((), ())
 
 
+def test_a_neighbours_class_is_not_taken_for_the_objects():
+    # A cyclist riding 3.2 m beside a parked car, both detected: the lidar's and camera's car peak is
+    # the car's; at the cyclist's own cells they say cyclist. No class conflict for either.
+    rider = Detections3D(0, 'base_link', np.array([[20.0, 2.0, 0.9], [20.0, 2.0 + 2 * CELL, 0.8]]),
+                         np.array([[1.8, 0.7, 1.7], [4.5, 1.9, 1.6]]), np.zeros(2), np.zeros((2, 2)),
+                         ('cyclist', 'car'), np.array([0.8, 0.9]))
+    camera = heat_at([(20, 2, 'cyclist', 0.3), (20, 2 + 2 * CELL, 'car', 0.99)])
+    lidar = heat_at([(20, 2, 'cyclist', 0.3), (20, 2 + 2 * CELL, 'car', 0.99)])
+    out = outputs(camera, lidar, heat_at([(20, 2, 'cyclist', 0.3), (20, 2 + 2 * CELL, 'car', 0.7)]))
+    points = np.concatenate([lidar_in_box(20, 2), lidar_in_box(20, 2 + 2 * CELL)])
+    radar = np.concatenate([radar_at(20, 2, 0.0), radar_at(20, 2 + 2 * CELL, 0.0)])
+    evidence = detection_evidence(frame(points, radar, [front_camera()]), rider, out, GRID, HEAD, CONFIG)
+    assert evidence.head_class[0, 1] == CLASSES.index('cyclist')
+    flags = disagreement_flags(evidence, rider, CLASSES, CONFIG)
+    assert not any(name.startswith('class_conflict') for row in flags for name, _ in row), flags
+    # Alone (the car not detected), the car's cells are the cyclist's to claim: the conflict is real.
+    alone = Detections3D(0, 'base_link', rider.centers[:1], rider.sizes[:1], np.zeros(1), np.zeros((1, 2)),
+                         ('cyclist',), np.array([0.8]))
+    evidence = detection_evidence(frame(points, radar, [front_camera()]), alone, out, GRID, HEAD, CONFIG)
+    assert evidence.head_class[0, 1] == CLASSES.index('car')
+
+
 def test_camera_displacement_along_its_line_of_sight_is_tolerated():
     det = car(20, 0)
     out = outputs(heat_at([(20, 0, 'car', 0.3), (24.8, 0, 'car', 0.8)]),  # 4.8 m further: the camera's depth
