@@ -5,7 +5,9 @@ Evidence per detection and modality (camera, lidar, radar):
 - ``head``: the modality's own auxiliary heatmap at the detection (the best score of the
   detection's class in the 3x3 head cells around its centre): what that modality alone believes;
   NaN when the modality is absent from the frame. ``head_class`` / ``head_class_score``: the class
-  that modality's head likes best there;
+  that modality's head likes best there, over those of the 3x3 cells that are nearer this detection
+  than any other (a car's peak beside a cyclist is the car's class, not a class conflict of the
+  cyclist's);
 - ``offset``: where the modality's own head puts the object, minus the fused centre (metres; the
   score-weighted centroid of its best cell's 3x3 neighbourhood within two cells of the detection, three for the radar),
   and ``peak``, that best cell's score;

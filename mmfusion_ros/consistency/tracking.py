@@ -292,8 +292,8 @@ class Tracker:
             gain = np.einsum('kij,kj->ki', P[inside], H[inside]) / S[inside, None]  # (K', 4)
             x[inside] += gain * innovation[inside, None]
             P[inside] -= gain[:, :, None] * np.einsum('kj,kjl->kl', H[inside], P[inside])[:, None, :]
+            # Velocity stays unknown where it was: the doppler gives one component of it.
             tracks.state[t], tracks.covariance[t] = x, 0.5 * (P + P.transpose(0, 2, 1))
-            tracks.velocity_known[t[inside]] = True
         return taken
 
     # --- association ------------------------------------------------------------------------------
