@@ -128,7 +128,7 @@ def _refine_box(points: np.ndarray, center: np.ndarray, size: np.ndarray, yaw: f
     middle, length = _span(center[:2], heading, low, high, length, config.both_ends_tolerance_m)
     side_low, side_high = np.percentile(across, [1, 99])
     beside, _ = _span(center[:2], normal, side_low, side_high, float(size[1]), config.both_ends_tolerance_m)
-    return center[:2] + middle * heading + beside * normal, length, yaw, label
+    return center[:2] + middle * heading + beside * normal, length, math.remainder(yaw, 2 * math.pi), label
 
 
 def _span(center: np.ndarray, axis: np.ndarray, low: float, high: float, length: float,

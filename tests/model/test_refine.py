@@ -78,6 +78,12 @@ def test_a_short_extent_never_demotes_a_bus():
     refined = refine_long_boxes(_boxes([[0.0, 29.0]], [10.5], [yaw], ['bus']), points)
     assert refined.labels == ('bus',)
     assert refined.centers[0, 1] == pytest.approx(30.0, abs=0.2)
+    # Heading west across the +-pi seam: the fitted heading stays within [-pi, pi] (as decoded headings).
+    back, yaw = np.array([-30.0, 0.0]), math.radians(179.0)
+    points = _surface(back, 12.0, 2.5, yaw, ['near', 'left'])
+    refined = refine_long_boxes(_boxes([[-29.0, 0.0]], [10.5], [math.radians(-178.0)], ['bus']), points)
+    assert -math.pi <= refined.yaws[0] <= math.pi
+    assert abs(math.remainder(refined.yaws[0] - yaw, 2 * math.pi)) < math.radians(1.5)
 
 
 def test_what_is_not_refined_is_left_as_it_was():
