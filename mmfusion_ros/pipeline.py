@@ -29,7 +29,7 @@ from .model.config import MODALITIES
 from .model.decode import decode_detections
 from .model.inputs import CameraGeometryCache, frame_inputs
 from .model.network import FusionNet
-from .model.refine import refine_long_boxes
+from .model.refine import check_refined_classes, refine_long_boxes
 from .model.weights import load_configured_model
 from .timing import StageTimer
 from .types import Detections3D
@@ -73,6 +73,7 @@ class FusionPipeline:
         self.timer = timer or StageTimer(synchronize=torch.cuda.synchronize if device.type == 'cuda' else None)
         self.cache = CameraGeometryCache(self.net.config.grid, self.net.config.camera)
         self.head = dataclasses.replace(self.net.config.head, score_threshold=config.outputs.score_threshold)
+        check_refined_classes(config.refine, self.head.classes)
         self.consistency = ConsistencyStage(config.tracking)
         self.health = HealthBoard(config)
         self._brightness: dict[str, float] = {}  # camera -> mean grey level of its latest image

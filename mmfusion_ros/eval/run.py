@@ -33,7 +33,7 @@ from ..geometry.boxes import points_in_boxes
 from ..model.decode import decode_detections
 from ..model.inputs import CameraGeometryCache, frame_inputs
 from ..model.network import FusionNet
-from ..model.refine import refine_long_boxes
+from ..model.refine import check_refined_classes, refine_long_boxes
 from ..sync.keyframes import bag_frames
 from ..types import Detections3D
 from .detection import DetectionEvalConfig, evaluate_detections
@@ -111,6 +111,7 @@ def evaluate_model(paths: Sequence[Path], config: FusionConfig, net: FusionNet, 
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
         raise EvalError(f'unknown modality subsets {unknown}; choose from {", ".join(SUBSETS)}')
+    check_refined_classes(config.refine, net.config.head.classes)
     bags = recordings(paths)
     net.eval()
     cache = CameraGeometryCache(net.config.grid, net.config.camera)

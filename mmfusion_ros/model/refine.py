@@ -45,11 +45,21 @@ import math
 import numpy as np
 
 from ..config import RefineSection
+from ..errors import ConfigError
 from ..types import Detections3D
 
-__all__ = ['refine_long_boxes']
+__all__ = ['check_refined_classes', 'refine_long_boxes']
 
 _CLOSENESS_FLOOR_M = 0.25  # L-shape fitting: nearer an edge than this counts as on it
+
+
+def check_refined_classes(config: RefineSection, classes: tuple[str, ...]) -> None:
+    """ConfigError when ``config.lengths`` names a class the network does not detect (a misspelt class
+    would silently leave its boxes unrefined)."""
+    unknown = sorted(set(config.lengths) - set(classes))
+    if config.enabled and unknown:
+        raise ConfigError(f'refine.lengths: {", ".join(map(repr, unknown))} not among the network\'s classes '
+                          f'({", ".join(classes)})')
 
 
 def refine_long_boxes(detections: Detections3D, lidar: np.ndarray | None,

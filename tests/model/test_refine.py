@@ -1,5 +1,6 @@
 """Long vehicles' boxes placed by the lidar's points: heading, near end, class, length."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from mmfusion_ros.config import RefineSection, config_from_dict
 from mmfusion_ros.errors import ConfigError
-from mmfusion_ros.model.refine import refine_long_boxes
+from mmfusion_ros.model.refine import check_refined_classes, refine_long_boxes
 from mmfusion_ros.types import Detections3D
 
 
@@ -123,3 +124,18 @@ def test_refine_config_is_checked():
                 {'lengths': {'bus': 'long'}}):
         with pytest.raises(ConfigError):
             config_from_dict(RefineSection, bad)
+
+
+def test_a_refined_class_the_network_does_not_know_is_a_config_error():
+    from mmfusion_ros.config import load_config
+    from mmfusion_ros.pipeline import FusionPipeline
+
+    classes = ('car', 'truck', 'bus', 'pedestrian', 'cyclist')
+    check_refined_classes(RefineSection(), classes)
+    misspelt = RefineSection(lengths={'truck': 9.0, 'buss': 12.0})
+    with pytest.raises(ConfigError, match="refine.lengths: 'buss' not among the network's classes"):
+        check_refined_classes(misspelt, classes)
+    check_refined_classes(RefineSection(enabled=False, lengths={'buss': 12.0}), classes)  # off: nothing to check
+    config = dataclasses.replace(load_config(), refine=misspelt)
+    with pytest.raises(ConfigError, match='buss'):
+        FusionPipeline(config)
