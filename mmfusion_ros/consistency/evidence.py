@@ -182,6 +182,22 @@ def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConf
     cols = np.clip(np.floor((detections.centers[:, 0] - grid.x_range[0]) / cell).astype(int), 0, W - 1)
     rows = np.clip(np.floor((detections.centers[:, 1] - grid.y_range[0]) / cell).astype(int), 0, H - 1)
     labels = np.array([head.classes.index(label) for label in detections.labels], np.int64)
+    # Which head cells around each detection are its own (geometry alone: the same for every modality),
+    # over the widest window any modality searches; each search below takes its part of it.
+    widest = max(_WINDOW.values())
+    owned = []  # per detection: (first row, first column, (h, w) bool)
+    for i in range(n):
+        r0, c0 = max(rows[i] - widest, 0), max(cols[i] - widest, 0)
+        r1, c1 = min(rows[i] + widest + 1, H), min(cols[i] + widest + 1, W)
+        owned.append((r0, c0, _own_cells(detections.centers[:, :2], i, r0, r1, c0, c1, grid, cell)))
+
+    def own(i: int, reach: int) -> tuple[int, int, int, int, np.ndarray]:
+        """Detection ``i``'s window of ``reach`` cells around its centre cell and its own cells there."""
+        R0, C0, mask = owned[i]
+        r0, r1 = max(rows[i] - reach, 0), min(rows[i] + reach + 1, H)
+        c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach + 1, W)
+        return r0, r1, c0, c1, mask[r0 - R0:r1 - R0, c0 - C0:c1 - C0]
+
     for m, modality in enumerate(MODALITIES):
         if not bool(outputs.present[m]):
             continue
@@ -192,18 +208,14 @@ def _head_evidence(outputs: NetOutputs, detections: Detections3D, grid: GridConf
         for i in range(n):
             # What the modality calls the object: its best class over the 3x3 cells around the centre
             # that are this object's (a car's peak beside a cyclist is the car's, not the cyclist's class).
-            r0, r1 = max(rows[i] - 1, 0), min(rows[i] + 2, H)
-            c0, c1 = max(cols[i] - 1, 0), min(cols[i] + 2, W)
-            mine = _own_cells(detections.centers[:, :2], i, r0, r1, c0, c1, grid, cell)
+            r0, r1, c0, c1, mine = own(i, 1)
+            mine = mine.copy()
             mine[rows[i] - r0, cols[i] - c0] = True  # the centre cell is always its own
             per_class = np.where(mine, heat[:, r0:r1, c0:c1], -1.0).reshape(K, -1).max(axis=1)  # (K,)
             best_class[i, m] = int(per_class.argmax())
             best_score[i, m] = float(per_class.max())
-            reach = _WINDOW[modality]
-            r0, r1 = max(rows[i] - reach, 0), min(rows[i] + reach + 1, H)
-            c0, c1 = max(cols[i] - reach, 0), min(cols[i] + reach + 1, W)
-            window = np.where(_own_cells(detections.centers[:, :2], i, r0, r1, c0, c1, grid, cell),
-                              heat[labels[i], r0:r1, c0:c1], -1.0)
+            r0, r1, c0, c1, mine = own(i, _WINDOW[modality])
+            window = np.where(mine, heat[labels[i], r0:r1, c0:c1], -1.0)
             r, c = np.unravel_index(int(window.argmax()), window.shape)
             r, c = r + r0, c + c0
             peak[i, m] = heat[labels[i], r, c]
