@@ -14,8 +14,9 @@
 ``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
 blacked-out camera of six lowers the camera's weight by a sixth and a dead lidar turns it off.
 
-Calibration (``calibration.py``) rides along: every second frame one camera in turn (round robin:
-about 8 ms a camera) gets its extrinsic drift estimated from the lidar's edges against its image, and
+Calibration (``calibration.py``) rides along: every frame ``calibration.drift_cameras_per_frame``
+cameras in turn (round robin: about 4 ms a camera) get their extrinsic drift estimated from the
+lidar's edges against their images, and
 each new radar scan's returns of the standing world are held against the lidar's current surfaces
 for that radar's clock offset (``calibration.radar_offsets: static``; with ``tracks`` instead, once
 the detections are tracked (``update_offsets``), from where its returns put the tracked objects
@@ -42,7 +43,6 @@ __all__ = ['HealthBoard']
 MOVING_MPS = 0.5  # the vehicle counts as moving above this speed
 SUPPORT_CELL_M = 1.0  # a radar return is supported by lidar points above ground within this cell's neighbours
 SUPPORT_REACH_M = 60.0  # how far around the vehicle lidar support is judged
-DRIFT_EVERY = 2  # frames between two drift updates (one camera each, in turn): ~8 ms each
 GROUND_CLEARANCE_M = 0.3
 
 
@@ -162,12 +162,13 @@ class HealthBoard:
             origin = frame.sensor_to_base[lidar].translation
             self.drift = {name: CameraDriftEstimator(name, self.config.calibration, origin)
                           for name in self.config.sensors_of('camera')}
-        self._turn += 1
-        if self._turn % DRIFT_EVERY:
-            return
-        view = frame.cameras[(self._turn // DRIFT_EVERY) % len(frame.cameras)]
-        if view.name in self.drift and view.name not in self._blind():
-            self.calibration[view.name] = self.drift[view.name].update(view, lidar_now[:, :3])
+        count = self.config.calibration.drift_cameras_per_frame or len(frame.cameras)
+        blind = self._blind()
+        for i in range(min(count, len(frame.cameras))):
+            view = frame.cameras[(self._turn + i) % len(frame.cameras)]
+            if view.name in self.drift and view.name not in blind:
+                self.calibration[view.name] = self.drift[view.name].update(view, lidar_now[:, :3])
+        self._turn += count
 
     def _blind(self) -> set[str]:
         return {n for n, e in self.last.items() if e.modality == 'camera' and e.state == 'failed'}

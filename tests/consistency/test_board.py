@@ -165,3 +165,36 @@ def test_the_direction_of_travel_projects_where_the_camera_sees_it():
     assert np.allclose(focus[:2] / focus[2], [200.0, 110.0])
     focus = board._travel_focus(side)
     assert abs(focus[2]) < 1e-9 and abs(focus[1]) < 1e-9 and focus[0] != 0  # at infinity along the rows
+
+
+def test_camera_drift_is_updated_for_drift_cameras_per_frame_cameras_in_turn():
+    """Two cameras a frame by default, in the frame's order, each with its newest image; 0: all of them."""
+    from dataclasses import replace
+
+    from mmfusion_ros.frame import LIDAR_FIELDS, CameraView
+    from mmfusion_ros.sim.rig import Rig
+
+    rig = Rig()
+    config = load_config()
+    names = list(config.sensors_of('camera'))
+    rng = np.random.default_rng(5)
+    lidar = np.zeros((2000, len(LIDAR_FIELDS)), np.float32)
+    lidar[:, :3] = rng.uniform([-30, -30, -1], [30, 30, 3], (2000, 3))
+
+    def frame(k: int) -> Frame:
+        stamp = k * NS_PER_S // 20
+        views = [CameraView(name, stamp, rng.integers(0, 255, (225, 400, 3), np.uint8), rig.camera.intrinsics(name),
+                            rig.sensor_to_base(name)) for name in names]
+        return Frame(stamp, 'base_link', cameras=views, lidar=lidar, lidar_sensor=np.zeros(2000, np.int16),
+                     lidar_sensors=('lidar_top',), sensor_to_base={'lidar_top': rig.sensor_to_base('lidar_top')})
+
+    board = HealthBoard(config)
+    assert config.calibration.drift_cameras_per_frame == 2
+    seen = []
+    for k in range(3):
+        board.update(frame(k))
+        seen.append(sorted(board.calibration))
+    assert seen == [sorted(names[:2]), sorted(names[:4]), sorted(names)]
+    every = HealthBoard(replace(config, calibration=replace(config.calibration, drift_cameras_per_frame=0)))
+    every.update(frame(0))
+    assert sorted(every.calibration) == sorted(names)
