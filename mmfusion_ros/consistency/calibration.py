@@ -80,9 +80,9 @@ Pitch is limited by the rings: a 32-beam lidar places a horizontal outline only 
 gap, and over a window of 6 images clean estimates reach 1.5-2 degrees; it is estimated, not
 judged, by default. Yaw on side and back cameras is the weakest of the judged: on 5 of 20 clean
 clips one of them read 1.1-1.8 degrees at 8-12 sigma for 2-15 frames (things that move across its
-view between the lidar's firing and the image). Not seen at all: a translation drift (10 cm reads as about 0.3
-degrees at 20 m, in a direction that depends on the scene); a drift beyond the search range
-(unresolved, above); scenes without depth edges (open road), where the surface is flat and
+view between the lidar's firing and the image). Not seen at all: a translation drift (10 cm reads
+as about 0.3 degrees at 20 m, in a direction that depends on the scene); a drift beyond the search
+range (unresolved, above); scenes without depth edges (open road), where the surface is flat and
 ``confidence`` stays low. Objects that move between the camera's and the lidar's stamps are not
 compensated; dropping their points (ground-truth boxes) did not make the simulated estimates better.
 
@@ -775,7 +775,8 @@ class CameraDriftEstimator:
         # Yaw or pitch by a moves a pixel by f tan(a) at the centre, more towards the borders, roll by
         # r sin(a); 1.5 f tan(a) plus two pixels keeps every sample of a 70 degree camera in the image.
         focal = max(camera_matrix[0, 0], camera_matrix[1, 1])
-        return 1.5 * focal * math.tan(math.radians(self.config.drift_search_deg)) + 2.0
+        search = max(self.config.drift_search_deg, self.config.drift_roll_search_deg)
+        return 1.5 * focal * math.tan(math.radians(search)) + 2.0
 
     def _estimate(self, edge_points: int, note: str) -> DriftEstimate:
         config = self.config
