@@ -31,10 +31,11 @@ from the current sweep's points on the vehicle (above its floor, below its roof,
 
 Width, height, z, velocity and score are the network's. Boxes of other classes, and boxes with fewer
 than ``min_points`` points, are left as they are. Measured on the 20 held-out simulator scenes (601
-frames): truck AP 0.40 -> 0.62, bus 0.30 -> 0.59, mAP 0.673 -> 0.775. Cars are not refined: their
-boxes are better than this (the same steps with the network's length took car AP 0.88 -> 0.75), and a
-queue of them reads as one long vehicle. Splitting a vehicle's points at gaps along it was measured
-worse too (mAP 0.755 -> 0.70 at 2 m gaps): a side seen at a grazing angle has gaps of metres.
+frames; the 10000-step weights): truck AP 0.40 -> 0.62, bus 0.30 -> 0.59, mAP 0.673 -> 0.775. Cars are
+not refined: their boxes are better than this (the same steps with the network's length took car AP
+0.88 -> 0.75), and a queue of them reads as one long vehicle. Splitting a vehicle's points at gaps along it
+was measured worse too (mAP 0.755 -> 0.70 at 2 m gaps): a side seen at a grazing angle has gaps of
+metres.
 """
 
 from __future__ import annotations

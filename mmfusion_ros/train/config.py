@@ -102,7 +102,7 @@ class TrainConfig:
     # order; relative to this file's folder. [default.yaml, gpu.yaml] trains the full-resolution one.
     fusion_config: tuple[str, ...] = ('default.yaml',)
     seed: int = 0
-    steps: int = 10000  # optimizer steps
+    steps: int = 15000  # optimizer steps
     batch_frames: int = 2  # frames whose gradients are summed per step
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
