@@ -310,10 +310,13 @@ class CalibrationSection:
     static_offset_search_ms: float = 150.0  # candidate offsets: +- this ...
     static_offset_step_ms: float = 5.0  # ... in these steps
     static_offset_sigma_m: float = 0.2  # a moved return this far from the nearest lidar point scores e^-1/2
-    static_offset_min_gain: float = 1.1  # the best offset's score over zero's and any rival peak's, to count
+    static_offset_min_gain: float = 1.05  # the best offset's score over zero's and any rival peak's, to count
     static_offset_separation_ms: float = 25.0  # offsets farther than this from the best are a rival peak
     static_offset_degraded_ms: float = 20.0
-    static_offset_confirm_scans: int = 4  # consecutive scans that must call the clock off
+    static_offset_confirm_scans: int = 6  # consecutive scans that must call the clock off
+    # Also score a scan's returns on moving tracked objects against the lidar's points of them (each
+    # moved by its track's velocity): the clock shows at a crossing where the vehicle waits.
+    static_offset_moving_objects: bool = True
     # Clock offsets from matched (observation, reference track) pairs (radar_offsets: tracks).
     offset_window_frames: int = 40
     offset_min_pairs: int = 10  # moving pairs needed for an estimate

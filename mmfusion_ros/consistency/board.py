@@ -56,6 +56,8 @@ class HealthBoard:
         self.last: dict[str, HealthEstimate] = {}
         self._last_pose: tuple[int, np.ndarray] | None = None
         self._last_scan: dict[str, float] = {}
+        self._fresh: dict[str, tuple[np.ndarray, float]] = {}  # radar -> its new scan this frame: rows, stamp (s)
+        self._lidar_now: np.ndarray | None = None  # the frame's newest lidar sweep
         self.drift: dict[str, CameraDriftEstimator] = {}  # made once the lidar's mount is known
         self.offsets = self._offset_estimators()
         self.calibration: dict[str, DriftEstimate | OffsetEstimate] = {}
@@ -68,6 +70,8 @@ class HealthBoard:
         self.last.clear()
         self._last_pose = None
         self._last_scan.clear()
+        self._fresh.clear()
+        self._lidar_now = None
         self.drift.clear()
         self.offsets = self._offset_estimators()
         self.calibration.clear()
@@ -118,6 +122,8 @@ class HealthBoard:
         if frame.lidar is not None and len(frame.lidar):
             age = frame.lidar[:, 4]
             lidar_now = frame.lidar[age <= age.min() + 1e-3]
+        self._lidar_now = lidar_now
+        self._fresh.clear()
         for name, monitor in self.monitors.items():
             if isinstance(monitor, CameraHealth):
                 # The image's own stamp: a 12 Hz camera in 20 Hz frames shows the same image twice, which
@@ -137,6 +143,7 @@ class HealthBoard:
                     rows, scan_stamp = newest
                     if abs(self._last_scan.get(name, -np.inf) - scan_stamp) >= SAME_SCAN_S:
                         self._last_scan[name] = scan_stamp  # news from this radar (else: the same scan again)
+                        self._fresh[name] = (rows, scan_stamp)
                         points = self._in_sensor(frame, name, frame.radar[rows])  # type: ignore[index]
                         if lidar_now is not None:
                             if support_grid is None:
@@ -232,13 +239,59 @@ class HealthBoard:
         near = _within(raised[:, :2], returns, reach) if len(returns) else np.zeros(len(raised), bool)
         surfaces = surface_index(raised[near]) if near.any() else None
         for name, xy in standing.items():
-            self.calibration[name] = self.offsets[name].update(xy, surfaces, self.ego_velocity)
+            self.calibration[name] = self.offsets[name].update(xy, surfaces, self.ego_velocity,
+                                                               scan=self._fresh[name][1])
 
     def update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
-        """Radar clock offsets from the tracked objects (``calibration.radar_offsets: tracks``)."""
-        if self.config.calibration.radar_offsets != 'tracks':
+        """Radar clock offsets from the tracked objects: with ``calibration.radar_offsets: tracks``
+        from where the radar puts them against their tracks; with ``static`` and
+        ``static_offset_moving_objects``, the returns of this frame's new scans on moving tracked
+        objects against the lidar's points of them (``_add_moving_returns``)."""
+        mode = self.config.calibration.radar_offsets
+        if mode == 'tracks':
+            self._update_offsets(frame, detections, settled)
+        elif mode == 'static' and self.config.calibration.static_offset_moving_objects:
+            self._add_moving_returns(frame, detections, settled)
+
+    def _add_moving_returns(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
+        """Each new scan's returns in the box (grown by a metre) of a detection whose track has a
+        velocity, and that do not stand, to their radar's clock estimator: with the track's velocity
+        relative to the vehicle, and the distance the object moved from the scan to the frame (the
+        lidar's sweep: the return's age times the track's velocity). At a crossing, where the vehicle
+        waits, the standing world shows no clock; the traffic crossing in front does."""
+        moving = settled & np.isfinite(detections.velocities).all(axis=1) if len(detections) else np.zeros(0, bool)
+        if not self._fresh or not moving.any() or frame.radar is None or self._lidar_now is None \
+                or not np.isfinite(self.ego_velocity).all():
             return
-        self._update_offsets(frame, detections, settled)
+        from ..geometry.boxes import points_in_boxes
+
+        calibration = self.config.calibration
+        boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])[moving]
+        boxes[:, 3:6] += 2.0
+        velocity = detections.velocities[moving]  # over the ground, base axes
+        found = {}
+        for name, (rows, scan_stamp) in self._fresh.items():
+            if name not in self.offsets or not len(rows):
+                continue
+            radar = frame.radar[rows]
+            speed = np.hypot(radar[:, 3], radar[:, 4])
+            box_of, _ = points_in_boxes(np.ascontiguousarray(radar[:, :3]), boxes)
+            keep = (box_of >= 0) & (speed >= calibration.static_offset_max_speed_mps)
+            if keep.any():
+                v = velocity[box_of[keep]]
+                found[name] = (radar[keep, :2].astype(np.float64), v - self.ego_velocity,
+                               v * radar[keep, -1:].astype(np.float64), scan_stamp)
+        if not found:
+            return
+        speed = max(float(np.linalg.norm(rel, axis=1).max()) for _, rel, _, _ in found.values())
+        lead = max(float(np.linalg.norm(ahead, axis=1).max()) for _, _, ahead, _ in found.values())
+        reach = calibration.static_offset_search_ms * 1e-3 * speed + lead + 3 * calibration.static_offset_sigma_m
+        raised = self._raised(self._lidar_now)
+        returns = np.concatenate([xy for xy, _, _, _ in found.values()])
+        near = _within(raised[:, :2], returns, reach)
+        surfaces = surface_index(raised[near]) if near.any() else None
+        for name, (xy, relative, ahead, scan_stamp) in found.items():
+            self.calibration[name] = self.offsets[name].add_moving(xy, surfaces, relative, ahead, scan=scan_stamp)
 
     def _update_offsets(self, frame: Frame, detections: Detections3D, settled: np.ndarray) -> None:
         """Feed each radar's clock offset estimator with this frame's tracked objects it sees.

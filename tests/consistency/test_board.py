@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from mmfusion_ros.config import load_config
@@ -114,6 +116,69 @@ def test_a_late_radar_clock_is_called_from_its_returns_of_the_standing_world():
         board.update(frame)
     assert board.calibration['radar_front'].state == 'ok' and abs(board.calibration['radar_front'].estimate) <= 5.0
     assert 'radar_front' not in board.degraded_sensors()
+
+
+def _crossing_frames(offset_ms: float, frames: int = 24):
+    """20 Hz frames of a vehicle waiting while two cars cross in front at 10 m/s: the lidar's sweep of
+    them (and the ground), radar_front's returns on them from a scan 30 ms old that a clock
+    ``offset_ms`` late took earlier still, and their tracked boxes."""
+    from mmfusion_ros.frame import LIDAR_FIELDS
+    from mmfusion_ros.types import Detections3D
+
+    config = load_config()
+    rng = np.random.default_rng(5)
+    side = np.linspace(-0.5, 0.5, 20)
+    outline = np.concatenate([np.column_stack([np.full(20, 0.9), side * 4.5]), np.column_stack([np.full(20, -0.9), side * 4.5]),
+                              np.column_stack([side * 1.8, np.full(20, 2.25)]), np.column_stack([side * 1.8, np.full(20, -2.25)])])
+    starts, velocities = np.array([[15.0, -15.0], [25.0, 15.0]]), np.array([[0.0, 10.0], [0.0, -10.0]])
+    ground = np.column_stack([rng.uniform(-30, 30, (300, 2)), np.full(300, -1.8)])
+    lidars, radars = tuple(config.sensors_of('lidar')), tuple(config.sensors_of('radar'))
+    identity = RigidTransform.from_matrix(np.eye(4))
+    mounts = {name: identity for name in (*lidars, *radars)}
+    age = 0.03
+    for k in range(frames):
+        t = k / 20
+        centres = starts + velocities * t
+        bodies = [outline + c for c in centres]
+        surfaces = np.concatenate([np.column_stack([np.repeat(b, 2, axis=0), np.tile([0.2, 1.5], len(b))]) for b in bodies])
+        lidar = np.zeros((len(surfaces) + len(ground), len(LIDAR_FIELDS)), np.float32)
+        lidar[:, :3] = np.concatenate([surfaces, ground])
+        radar = np.zeros((16, len(RADAR_FIELDS)), np.float32)
+        for i, (body, velocity) in enumerate(zip(bodies, velocities)):
+            seen = body[rng.choice(len(body), 8, replace=False)] + rng.normal(0, 0.05, (8, 2))
+            radar[8 * i:8 * i + 8, :2] = seen - velocity * (age + offset_ms * 1e-3)
+            radar[8 * i:8 * i + 8, 3:5] = velocity  # compensated: it moves
+        radar[:, 2] = 0.5
+        radar[:, -1] = age
+        tracked = Detections3D(round(t * NS_PER_S), 'base_link', np.column_stack([centres, np.zeros(2)]),
+                               np.tile([4.5, 1.8, 1.6], (2, 1)), np.full(2, np.pi / 2), velocities, ('car', 'car'),
+                               np.full(2, 0.9))
+        yield Frame(round(t * NS_PER_S), 'base_link', lidar=lidar, radar=radar, pose=identity, sensor_to_base=mounts,
+                    lidar_sensor=np.zeros(len(lidar), np.int16), lidar_sensors=lidars,
+                    radar_sensor=np.full(16, radars.index('radar_front'), np.int16), radar_sensors=radars), tracked
+
+
+def test_a_late_radar_clock_is_called_from_crossing_traffic_while_the_vehicle_waits():
+    """The standing world shows no clock while the vehicle stands; the tracked cars crossing do."""
+    from mmfusion_ros.config import CalibrationSection
+
+    def run(offset_ms: float, config=load_config()):
+        board = HealthBoard(config)
+        for frame, tracked in _crossing_frames(offset_ms):
+            board.update(frame)
+            board.update_offsets(frame, tracked, np.ones(len(tracked), bool))
+        return board
+
+    board = run(50.0)
+    estimate = board.calibration['radar_front']
+    assert estimate.state == 'degraded' and abs(estimate.estimate - 50.0) <= 5.0 and estimate.frames == 10
+    assert board.states()['radar_front'] == 'degraded'
+    right = run(0.0).calibration['radar_front']
+    assert right.state == 'ok' and abs(right.estimate) <= 5.0
+    # Without the moving objects (calibration.static_offset_moving_objects: false) nothing is learnt.
+    config = load_config()
+    config = dataclasses.replace(config, calibration=CalibrationSection(static_offset_moving_objects=False))
+    assert 'radar_front' not in run(50.0, config).calibration
 
 
 def test_a_radar_scan_without_returns_is_news_not_a_lost_message():

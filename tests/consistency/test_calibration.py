@@ -499,8 +499,9 @@ def run_static(scans, config: CalibrationSection = CalibrationSection()):
 def test_a_late_radar_is_found_from_the_standing_world():
     estimates = run_static(radar_scans(50.0))
     assert all(e.state == 'ok' and 'insufficient data' in e.message for e in estimates[:5])  # fewer than 6 scans
-    # from the 6th scan on the estimate calls it; the 4th call in a row (the 9th scan) confirms it
-    assert [e.state for e in estimates[5:9]] == ['ok'] * 3 + ['degraded'] and 'unconfirmed' in estimates[7].message
+    # from the 6th scan on the estimate calls it; the 6th call in a row (the 11th scan) confirms it
+    assert [e.state for e in estimates[5:11]] == ['ok'] * 5 + ['degraded'] and 'unconfirmed' in estimates[9].message
+    assert 'unconfirmed (5 of 6 scans)' in estimates[9].message
     last = estimates[-1]
     assert last.state == 'degraded' and abs(last.estimate - 50.0) <= 5.0 and last.frames == 10
     assert 'clock offset' in last.message and last.status().level == DiagnosticStatus.WARN
@@ -525,6 +526,65 @@ def test_a_radar_on_time_and_an_open_road_are_not_called():
     estimator = calibration.StaticOffsetEstimator('radar_front')
     assert estimator.update(np.zeros((0, 2)), None, np.array([8.0, 0.0])).frames == 0
     assert calibration.surface_index(np.zeros((0, 3))) is None
+
+
+def crossing_traffic(offset_ms: float, scans: int = 12, age_s: float = 0.03, seed: int = 0):
+    """Per scan (returns, lidar surfaces, relative velocity, lead), base frame, the vehicle waiting:
+    two cars cross in front at 10 m/s, the lidar's sweep shows their outlines at the frame's time;
+    the radar's returns on them are ``age_s`` old, and a clock ``offset_ms`` late took them that much
+    earlier still."""
+    rng = np.random.default_rng(seed)
+    side = np.linspace(-0.5, 0.5, 20)
+    outline = np.concatenate([np.column_stack([side * 4.5, np.full(20, 0.9)]), np.column_stack([side * 4.5, np.full(20, -0.9)]),
+                              np.column_stack([np.full(20, 2.25), side * 1.8]), np.column_stack([np.full(20, -2.25), side * 1.8])])
+    cars = ((np.array([15.0, -20.0]), np.array([0.0, 10.0])), (np.array([25.0, 20.0]), np.array([0.0, -10.0])))
+    out = []
+    for k in range(scans):
+        surfaces, hits, relative, lead = [], [], [], []
+        for start, velocity in cars:
+            # the car runs along y: its outline turned a quarter, at its place at the frame's time
+            body = outline[:, ::-1] + start + velocity * k * 0.077
+            surfaces.append(body)
+            seen = body[rng.choice(len(body), 8, replace=False)] + rng.normal(0, 0.05, (8, 2))
+            hits.append(seen - velocity * (age_s + offset_ms * 1e-3))
+            relative.append(np.repeat(velocity[None], 8, axis=0))
+            lead.append(np.repeat(velocity[None] * age_s, 8, axis=0))
+        out.append(tuple(np.concatenate(x) for x in (hits, surfaces, relative, lead)))
+    return out
+
+
+def test_a_late_radar_is_found_from_traffic_crossing_while_the_vehicle_waits():
+    def run(scans):
+        estimator = calibration.StaticOffsetEstimator('radar_front')
+        return [estimator.add_moving(hits, calibration.surface_index(here), relative, lead)
+                for hits, here, relative, lead in scans]
+
+    late = run(crossing_traffic(50.0))
+    assert [e.state for e in late[:10]] == ['ok'] * 10 and late[10].state == 'degraded'  # 6 scans, then 6 calls
+    assert abs(late[-1].estimate - 50.0) <= 5.0 and late[-1].samples == 160
+    right = run(crossing_traffic(0.0))[-1]
+    assert right.state == 'ok' and abs(right.estimate) <= 5.0 and 'insufficient' not in right.message
+    # Objects that move with the vehicle (slower than offset_min_speed_mps relative to it) show no clock.
+    slow = [(hits, here, relative * 0.1, lead) for hits, here, relative, lead in crossing_traffic(50.0)]
+    assert run(slow)[-1].frames == 0
+
+
+def test_a_scans_standing_and_moving_returns_count_as_one_scan():
+    estimator = calibration.StaticOffsetEstimator('radar_front')
+    street = radar_scans(50.0)
+    crossing = crossing_traffic(50.0)
+    for k in range(11):
+        hits, here, velocity = street[k]
+        estimator.update(hits, calibration.surface_index(here), velocity, scan=k * 0.077)
+        moving, cars, relative, lead = crossing[k]
+        relative = relative - velocity  # the vehicle drives too, now
+        last = estimator.add_moving(moving + velocity * 0.05, calibration.surface_index(cars), relative, lead,
+                                    scan=k * 0.077)
+        assert last.frames == min(k + 1, 10) and last.samples == 56 * min(k + 1, 10)  # a window of 10 scans
+        # The 6th scan is the first with enough evidence, the 11th the 6th call in a row (a scan
+        # re-estimated with its moving returns is not a second call: else the 8th would be).
+        assert last.state == ('degraded' if k == 10 else 'ok'), (k, last.message)
+    assert abs(last.estimate - 50.0) <= 5.0
 
 
 # --- configuration --------------------------------------------------------------------------------
