@@ -297,6 +297,9 @@ class CalibrationSection:
     drift_edge_decay: float = 0.9  # spread: per pixel of distance from the edge
     drift_confidence_sigma: float = 8.0  # the estimate must beat the nominal by this many standard errors
     drift_degraded_deg: float = 0.75  # of the judged axes' estimate
+    # A judged axis's peak must fall, one grid step to either side, by this share of its score (the
+    # two falls summed); a flatter peak is a ridge the estimate slides along: unresolved. 0: no check.
+    drift_min_sharpness: float = 0.01
     drift_failed_deg: float = 1.5
     # Radar clock offsets. 'static': from the radar's returns of the standing world against the lidar's
     # surfaces while the vehicle moves (StaticOffsetEstimator). 'tracks': from returns against tracked
@@ -365,6 +368,8 @@ class CalibrationSection:
         for name in ('drift_min_discontinuity', 'drift_edge_alpha', 'drift_edge_decay'):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f'{name}: must be in (0, 1), got {getattr(self, name)}')
+        if not 0 <= self.drift_min_sharpness < 1:
+            raise ConfigError(f'drift_min_sharpness: must be in [0, 1), got {self.drift_min_sharpness}')
         for name in ('drift_confidence_sigma', 'drift_degraded_deg', 'offset_min_speed_mps', 'offset_max_stderr_ms',
                      'offset_degraded_ms', 'static_offset_max_speed_mps', 'static_offset_search_ms',
                      'static_offset_step_ms', 'static_offset_sigma_m', 'static_offset_degraded_ms',

@@ -185,9 +185,9 @@ class HealthBoard:
         return [n for n, e in self.last.items() if e.modality == 'radar' and (e.state == 'failed' or 'silent' in e.conditions)]
 
     def degraded_sensors(self) -> dict[str, str]:
-        """Sensors whose health is not ok (sensor -> modality), and radars whose clock is off; a lidar
-        whose only trouble is a lost sector is left out (what lies in the sector is judged per object),
-        and so is a camera's drift (its estimator calls drift on clean drives too: diagnostics only)."""
+        """Sensors whose health is not ok (sensor -> modality), radars whose clock is off and cameras
+        whose calibration has drifted; a lidar whose only trouble is a lost sector is left out (what
+        lies in the sector is judged per object)."""
         out = {}
         for name, e in self.last.items():
             trouble = set(e.conditions) - {'warming_up'}
@@ -198,6 +198,8 @@ class HealthBoard:
         for name, estimate in self.calibration.items():
             if isinstance(estimate, OffsetEstimate) and estimate.state != 'ok' and name in self.offsets:
                 out[name] = 'radar'
+            elif isinstance(estimate, DriftEstimate) and estimate.state != 'ok':
+                out[name] = 'camera'
         return out
 
     def occluded_regions(self) -> dict[str, tuple[float, float, float, float]]:

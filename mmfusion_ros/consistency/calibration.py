@@ -764,11 +764,21 @@ class CameraDriftEstimator:
             self._latest = dataclasses.replace(self._latest, edge_points=0)
             return self._latest
         scores, edge_points, reason = self.frame_scores(view, lidar_base_current)
-        if scores is not None:
-            self._surfaces.append(scores)
-            self._last_stamp_ns = view.stamp_ns
-        self._latest = self._estimate(edge_points if scores is not None else 0,
-                                      note=f'frame skipped: {reason}' if scores is None else '')
+        if scores is None:
+            self._latest = self._estimate(0, note=f'frame skipped: {reason}')
+            return self._latest
+        return self.add_scores(scores, view.stamp_ns, edge_points)
+
+    def add_scores(self, scores: np.ndarray, stamp_ns: int, edge_points: int = 0) -> DriftEstimate:
+        """Add one image's score per hypothesis (``frame_scores``, ``(C,)`` in ``grid_angles`` order)
+        to the window and re-estimate."""
+        scores = np.asarray(scores, np.float64)
+        if scores.shape != (len(self._rotations),):
+            raise CalibrationError(f'{self.sensor}: expected {len(self._rotations)} scores, one per hypothesis, '
+                                   f'got shape {scores.shape}')
+        self._surfaces.append(scores)
+        self._last_stamp_ns = stamp_ns
+        self._latest = self._estimate(edge_points, note='')
         return self._latest
 
     def _margin_px(self, camera_matrix: np.ndarray) -> float:
@@ -798,6 +808,13 @@ class CameraDriftEstimator:
                 estimate[axis] += _parabola_offset(*line) * steps[axis]
             elif self._grid_shape[axis] > 1:
                 at_limit.append(axis)
+        flat = []  # judged axes whose peak falls off too little to either side: no measurement of them
+        for axis in self._judged:
+            i = index[axis]
+            if axis not in at_limit and self._grid_shape[axis] > 2 and surface[index] > 0:
+                minus, plus = (surface[tuple(i + d if a == axis else index[a] for a in range(3))] for d in (-1, 1))
+                if (2 * surface[index] - minus - plus) / surface[index] < config.drift_min_sharpness:
+                    flat.append(axis)
         nominal_ratio = float(mean[self._nominal] / mean[best]) if mean[best] > 0 else math.nan
         differences = per_frame[:, best] - per_frame[:, self._nominal]  # (F,) paired
         confidence = 0.0
@@ -818,6 +835,11 @@ class CameraDriftEstimator:
             # scene whose edges pull one way. Reported, not judged.
             state = 'ok'
             text = f'unresolved ({"/".join(_AXES[a] for a in at_limit)} peak at the search limit): {text}'
+        elif flat:
+            # A ridge, not a peak: the edges pull along a line (a guard rail, a kerb running away from
+            # the camera) and the estimate slides along it. Reported, not judged.
+            state = 'ok'
+            text = f'unresolved (flat {"/".join(_AXES[a] for a in flat)} peak): {text}'
         elif confidence < config.drift_confidence_sigma or judged < config.drift_degraded_deg:
             state = 'ok'
         elif judged < config.drift_failed_deg:

@@ -26,8 +26,9 @@ Flags (``disagreement_flags``), each with a score (how far past its threshold, >
 
 - ``missing_in_<m>``: modality ``m`` is present and expected to see the object and does not
   support it (its head's best class below ``support_score`` and, for lidar and radar, too few returns);
-- ``degraded:<m>``: the object is in the field of view of a sensor of ``m`` whose health is not ok
-  (however far: its evidence for the object, or its absence, comes from a sensor in trouble);
+- ``degraded:<m>``: the object is in the field of view of a sensor of ``m`` whose health or
+  calibration (a camera's drift, a radar's clock) is not ok (however far: its evidence for the object,
+  or its absence, comes from a sensor in trouble);
 - ``only_<m>``: ``m`` is the one supporting modality of at least two expected;
 - ``velocity_conflict:radar``: fewer than ``doppler_agreement`` of the object's radar returns have a
   doppler within ``velocity_tolerance_mps`` + 25 % of its speed of its radial velocity (each return
@@ -439,7 +440,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
     silent radar's last known): an object only blind radars cover has no radar support.
     ``lost_lidar_sectors``: per lidar health calls sector_loss, (its mount, lost arc start, end in
     degrees): an object in the arc has no lidar support (older sweeps still show it for a while).
-    ``degraded_sensors`` (sensor -> modality): sensors whose health is not ok; an object in one's view
+    ``degraded_sensors`` (sensor -> modality): sensors whose health or calibration is not ok; an object in one's view
     (a camera's image, anywhere around the lidar, a radar's field of view) has that modality's evidence from
     a sensor in trouble (``degraded``).
     ``occluded_regions`` (camera -> x0, y0, x1, y1, fractions of its image): a camera whose only trouble

@@ -71,6 +71,13 @@ def test_sensors_in_trouble_and_lost_lidar_sectors():
     assert board.occluded_regions() == {'cam_back': (0.1, 0.4, 0.5, 0.9)}
     board.last['cam_back'] = HealthEstimate('cam_back', 'camera', 'degraded', 0.5, ('overexposed', 'occluded'), patch)
     assert board.occluded_regions() == {}
+    # A camera whose calibration has drifted: its objects are flagged degraded:camera too.
+    from mmfusion_ros.consistency.calibration import DriftEstimate
+
+    board.calibration['cam_front_left'] = DriftEstimate('cam_front_left', np.array([0.0, 0.1, 1.1]), 12.0, 0.9,
+                                                        'degraded', 6, 200, 'drifted')
+    board.calibration['cam_front_right'] = DriftEstimate('cam_front_right', np.zeros(3), 1.0, 1.0, 'ok', 6, 200, '')
+    assert board.degraded_sensors()['cam_front_left'] == 'camera' and 'cam_front_right' not in board.degraded_sensors()
 
 
 def _street_frames(offset_ms: float, frames: int = 24, speed: float = 8.0):
@@ -127,9 +134,9 @@ def _crossing_frames(offset_ms: float, frames: int = 24):
 
     config = load_config()
     rng = np.random.default_rng(5)
-    side = np.linspace(-0.5, 0.5, 20)
-    outline = np.concatenate([np.column_stack([np.full(20, 0.9), side * 4.5]), np.column_stack([np.full(20, -0.9), side * 4.5]),
-                              np.column_stack([side * 1.8, np.full(20, 2.25)]), np.column_stack([side * 1.8, np.full(20, -2.25)])])
+    side, ones = np.linspace(-0.5, 0.5, 20), np.ones(20)
+    outline = np.concatenate([np.column_stack([ones * 0.9, side * 4.5]), np.column_stack([ones * -0.9, side * 4.5]),
+                              np.column_stack([side * 1.8, ones * 2.25]), np.column_stack([side * 1.8, ones * -2.25])])
     starts, velocities = np.array([[15.0, -15.0], [25.0, 15.0]]), np.array([[0.0, 10.0], [0.0, -10.0]])
     ground = np.column_stack([rng.uniform(-30, 30, (300, 2)), np.full(300, -1.8)])
     lidars, radars = tuple(config.sensors_of('lidar')), tuple(config.sensors_of('radar'))

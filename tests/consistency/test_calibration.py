@@ -85,14 +85,14 @@ def cast(origin: np.ndarray, directions: np.ndarray, ego_x: float,
     return distance, shade
 
 
-def render(camera_to_base: RigidTransform, ego_x: float, rng: np.random.Generator) -> np.ndarray:
+def render(camera_to_base: RigidTransform, ego_x: float, rng: np.random.Generator, boxes: tuple = BOXES) -> np.ndarray:
     """(H, W, 3) uint8: one ray per pixel centre (integer coordinates, as the simulator renders)."""
     width, height, k = INTRINSICS.width, INTRINSICS.height, INTRINSICS.k
     u, v = np.meshgrid(np.arange(width, dtype=float), np.arange(height, dtype=float))
     rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1).reshape(-1, 3)
     directions = rays @ camera_to_base.rotation.T
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    _, shade = cast(camera_to_base.translation, directions, ego_x)
+    _, shade = cast(camera_to_base.translation, directions, ego_x, boxes)
     grey = shade.reshape(height, width) + rng.normal(0.0, 2.0, (height, width))
     return np.clip(np.stack([grey, 0.95 * grey, 0.9 * grey], axis=-1), 0, 255).astype(np.uint8)
 
@@ -115,7 +115,8 @@ def sweep_at(frame: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def scene(rotation_deg: tuple[float, float, float], frames: int = 10) -> tuple[tuple[CameraView, np.ndarray], ...]:
+def scene(rotation_deg: tuple[float, float, float], frames: int = 10,
+          boxes: tuple = BOXES) -> tuple[tuple[CameraView, np.ndarray], ...]:
     """``frames`` (view with the nominal calibration, current sweep) of a camera truly drifted by
     ``rotation_deg`` (roll, pitch, yaw about its body axes), as the simulator's fault places it."""
     nominal = RIG.sensor_to_base(CAMERA)
@@ -124,15 +125,16 @@ def scene(rotation_deg: tuple[float, float, float], frames: int = 10) -> tuple[t
         true = nominal @ pose_error([FaultSpec('extrinsic_drift', CAMERA, 0.0, 1.0, rotation_deg=rotation_deg)], RIG)
     out = []
     for i in range(frames):
-        pixels = render(true, EGO_STEP_M * i, np.random.default_rng(200 + i))
-        out.append((CameraView(CAMERA, i * 50_000_000, pixels, INTRINSICS, nominal), sweep_at(i)))
+        pixels = render(true, EGO_STEP_M * i, np.random.default_rng(200 + i), boxes)
+        points = sweep_at(i) if boxes is BOXES else sweep(EGO_STEP_M * i, np.random.default_rng(100 + i), boxes)
+        out.append((CameraView(CAMERA, i * 50_000_000, pixels, INTRINSICS, nominal), points))
     return tuple(out)
 
 
 def run(rotation_deg: tuple[float, float, float], config: CalibrationSection = CalibrationSection(),
-        frames: int = 10) -> list:
+        frames: int = 10, boxes: tuple = BOXES) -> list:
     estimator = CameraDriftEstimator(CAMERA, config, lidar_origin=LIDAR_ORIGIN)
-    return [estimator.update(view, points) for view, points in scene(rotation_deg, frames)]
+    return [estimator.update(view, points) for view, points in scene(rotation_deg, frames, boxes)]
 
 
 # --- conventions and kernels ------------------------------------------------------------------------
@@ -292,6 +294,30 @@ def test_a_peak_at_the_search_limit_is_unresolved():
     # A wider search measures it.
     wide = run((0.0, 0.0, 3.0), CalibrationSection(drift_search_deg=4.0))[-1]
     assert abs(wide.estimate[2] - 3.0) < 0.3 and wide.state == 'failed'
+
+
+def test_a_ridge_along_yaw_is_unresolved_not_a_drift():
+    """Edges that all run one way (a guard rail, a kerb running away from the camera) pin one axis and
+    let the other slide: the score falls off the peak in pitch but hardly in yaw. However consistent
+    over the images, such a peak is no yaw measurement; a peak that falls off is."""
+    def window(yaw_fall: float, config: CalibrationSection = CalibrationSection()):
+        estimator = CameraDriftEstimator(CAMERA, config, lidar_origin=LIDAR_ORIGIN)
+        angles = estimator.grid_angles.reshape(-1, 3)
+        rng = np.random.default_rng(7)
+        for k in range(6):  # the score per image: highest at yaw 1.25 deg, pitch 0, and a little noise
+            scores = 0.6 - 0.05 * angles[:, 1] ** 2 - yaw_fall * (angles[:, 2] - 1.25) ** 2
+            last = estimator.add_scores(scores + rng.normal(0.0, 1e-4, len(angles)), k * 50_000_000)
+        return last
+
+    ridge = window(0.0005)
+    assert abs(ridge.estimate[2] - 1.25) < 0.3 and ridge.confidence > CalibrationSection().drift_confidence_sigma
+    assert ridge.state == 'ok' and 'unresolved (flat yaw peak)' in ridge.message
+    assert window(0.0005, CalibrationSection(drift_min_sharpness=0.0)).state == 'degraded'  # without the check
+    peak = window(0.2)
+    assert abs(peak.estimate[2] - 1.25) < 0.1 and peak.state == 'degraded'
+    with pytest.raises(CalibrationError, match=r'expected 25 scores, one per hypothesis, got shape \(17,\)'):
+        CameraDriftEstimator(CAMERA, CalibrationSection(drift_search_deg=1.0, drift_step_deg=0.5)).add_scores(
+            np.zeros(17), 0)
 
 
 def test_frames_without_edges_are_skipped():
@@ -534,9 +560,9 @@ def crossing_traffic(offset_ms: float, scans: int = 12, age_s: float = 0.03, see
     the radar's returns on them are ``age_s`` old, and a clock ``offset_ms`` late took them that much
     earlier still."""
     rng = np.random.default_rng(seed)
-    side = np.linspace(-0.5, 0.5, 20)
-    outline = np.concatenate([np.column_stack([side * 4.5, np.full(20, 0.9)]), np.column_stack([side * 4.5, np.full(20, -0.9)]),
-                              np.column_stack([np.full(20, 2.25), side * 1.8]), np.column_stack([np.full(20, -2.25), side * 1.8])])
+    side, ones = np.linspace(-0.5, 0.5, 20), np.ones(20)
+    outline = np.concatenate([np.column_stack([side * 4.5, ones * 0.9]), np.column_stack([side * 4.5, ones * -0.9]),
+                              np.column_stack([ones * 2.25, side * 1.8]), np.column_stack([ones * -2.25, side * 1.8])])
     cars = ((np.array([15.0, -20.0]), np.array([0.0, 10.0])), (np.array([25.0, 20.0]), np.array([0.0, -10.0])))
     out = []
     for k in range(scans):
@@ -609,6 +635,7 @@ def test_the_calibration_section_loads_and_checks():
             ({'drift_judged_axes': ('yaw', 'spin')}, 'drift_judged_axes: expected one or more of roll, pitch, yaw'),
             ({'drift_judged_axes': ('roll',)}, 'roll is judged but not searched'),
             ({'drift_cameras_per_frame': -1}, 'drift_cameras_per_frame: must be an integer >= 0'),
+            ({'drift_min_sharpness': 1.0}, r'drift_min_sharpness: must be in \[0, 1\)'),
             ({'offset_failed_ms': 20.0}, r'offset_failed_ms: 20.0 must exceed offset_degraded_ms \(30.0\)'),
             ({'drift_min_edge_points': 500}, 'drift_min_edge_points: 500 exceeds drift_max_edge_points'),
             ({'offset_min_speed_mps': 0.0}, 'offset_min_speed_mps: must be positive'),
