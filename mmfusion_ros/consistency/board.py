@@ -236,10 +236,7 @@ class HealthBoard:
         calibration = self.config.calibration
         speed = float(np.linalg.norm(self.ego_velocity))
         reach = calibration.static_offset_search_ms * 1e-3 * speed + 3 * calibration.static_offset_sigma_m
-        raised = self._raised(lidar_now)
-        returns = np.concatenate(list(standing.values()))
-        near = _within(raised[:, :2], returns, reach) if len(returns) else np.zeros(len(raised), bool)
-        surfaces = surface_index(raised[near]) if near.any() else None
+        surfaces = self._surfaces_near(lidar_now, np.concatenate(list(standing.values())), reach)
         for name, xy in standing.items():
             self.calibration[name] = self.offsets[name].update(xy, surfaces, self.ego_velocity,
                                                                scan=self._fresh[name][1])
@@ -288,10 +285,7 @@ class HealthBoard:
         speed = max(float(np.linalg.norm(rel, axis=1).max()) for _, rel, _, _ in found.values())
         lead = max(float(np.linalg.norm(ahead, axis=1).max()) for _, _, ahead, _ in found.values())
         reach = calibration.static_offset_search_ms * 1e-3 * speed + lead + 3 * calibration.static_offset_sigma_m
-        raised = self._raised(self._lidar_now)
-        returns = np.concatenate([xy for xy, _, _, _ in found.values()])
-        near = _within(raised[:, :2], returns, reach)
-        surfaces = surface_index(raised[near]) if near.any() else None
+        surfaces = self._surfaces_near(self._lidar_now, np.concatenate([xy for xy, _, _, _ in found.values()]), reach)
         for name, (xy, relative, ahead, scan_stamp) in found.items():
             self.calibration[name] = self.offsets[name].add_moving(xy, surfaces, relative, ahead, scan=scan_stamp)
 
@@ -385,6 +379,14 @@ class HealthBoard:
     def _raised(lidar_now: np.ndarray) -> np.ndarray:
         """The sweep's points above the ground (higher than its lowest point by GROUND_CLEARANCE_M)."""
         return lidar_now[lidar_now[:, 2] > lidar_now[:, 2].min() + GROUND_CLEARANCE_M] if len(lidar_now) else lidar_now
+
+    @classmethod
+    def _surfaces_near(cls, lidar_now: np.ndarray, returns_xy: np.ndarray, reach: float) -> Any:
+        """A nearest-neighbour index over the sweep's points above the ground within ``reach`` of any
+        of ``returns_xy`` (R, 2); None where there are none."""
+        raised = cls._raised(lidar_now)
+        near = _within(raised[:, :2], returns_xy, reach) if len(returns_xy) else np.zeros(len(raised), bool)
+        return surface_index(raised[near]) if near.any() else None
 
     @classmethod
     def _support_grid(cls, lidar_now: np.ndarray) -> np.ndarray:
