@@ -265,8 +265,7 @@ class HealthBoard:
         from ..geometry.boxes import points_in_boxes
 
         calibration = self.config.calibration
-        boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])[moving]
-        boxes[:, 3:6] += 2.0
+        boxes = _grown_boxes(detections)[moving]
         velocity = detections.velocities[moving]  # over the ground, base axes
         found = {}
         for name, (rows, scan_stamp) in self._fresh.items():
@@ -300,9 +299,7 @@ class HealthBoard:
             return
         from ..geometry.boxes import points_in_boxes
 
-        boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])
-        boxes[:, 3:5] += 2.0
-        boxes[:, 5] += 2.0
+        boxes = _grown_boxes(detections)
         for name, estimator in self.offsets.items():
             rows = self._rows(frame, name, 'radar')
             if rows is None:
@@ -414,6 +411,14 @@ class HealthBoard:
         supported = np.ones(len(xy), bool)  # beyond the lidar's reach: no evidence of a ghost
         supported[inside] = grown[ij[inside, 0], ij[inside, 1]]
         return supported
+
+
+def _grown_boxes(detections: Detections3D, margin_m: float = 1.0) -> np.ndarray:
+    """(N, 7) the detections' boxes (centre, size, yaw) grown by ``margin_m`` on every side: a radar
+    return of the object may lie a little outside its box."""
+    boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])
+    boxes[:, 3:6] += 2 * margin_m
+    return boxes
 
 
 def _within(points: np.ndarray, centres: np.ndarray, reach: float) -> np.ndarray:
