@@ -21,6 +21,14 @@ Per fault type:
   sensor, the recordings with any, and the frames per sensor);
 - ``health_recall`` / ``health_latency_frames``: the faulted sensor's health leaves ``ok`` during the
   fault (and how many frames after its start), when the pipeline reports health;
+- the same counted from the fault's *onset* (``flag_recall_3_from_onset``,
+  ``time_to_flag_from_onset_frames``, ``health_latency_from_onset_frames``): the first frame of the
+  fault in which the faulted sensor's data differ from the clean render's (``sensor_fingerprints``).
+  A fault can not be seen before it shows: a frozen camera's first image of the fault is a fresh one
+  (the freeze shows at the next), a silent radar is only late once its next scan is due, a dropped
+  message is missed where the next would have come. ``onset_frames`` says how long that took after
+  the start; where the two renders differ already before the start (or there is no clean render) the
+  onset is the start (``onset_unknown`` counts those windows);
 - ``mAP_fault``, ``mAP_clean``, ``NDS_fault``, ``NDS_clean`` over the frames of the fault window, and
   ``resistance_ability`` = mAP_fault / mAP_clean (MultiCorrupt's RA).
 """
@@ -28,6 +36,7 @@ Per fault type:
 from __future__ import annotations
 
 import collections
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -37,6 +46,7 @@ import numpy as np
 from ..config import FusionConfig
 from ..consistency import flag_modality
 from ..errors import EvalError
+from ..frame import Frame
 from ..pipeline import FusionPipeline
 from ..sim.faults import parse_fault_statuses
 from ..sync.keyframes import bag_frames
@@ -45,7 +55,7 @@ from .detection import DetectionEvalConfig, evaluate_detections
 from .run import recordings, scored_truth
 
 __all__ = ['FaultFrame', 'clean_summary', 'evaluate_fault_recordings', 'fault_metrics', 'health_false_alarms',
-           'run_recording']
+           'run_recording', 'sensor_fingerprints']
 
 MATCH_M = 2.0  # a detection within this of a ground-truth centre is that object's
 RECALL_FRAMES = 3
@@ -64,6 +74,24 @@ class FaultFrame:
     flags: tuple[tuple[str, ...], ...]  # confirmed, per detection
     matched: np.ndarray  # (len(truth),) int: the detection row of each ground-truth object, -1 none
     health: dict[str, str] = field(default_factory=dict)  # sensor -> state, when the pipeline has health
+    fingerprints: dict[str, int] = field(default_factory=dict)  # sensor -> checksum of its data in the frame
+
+
+def sensor_fingerprints(frame: Frame) -> dict[str, int]:
+    """Per sensor, a checksum of what it put into ``frame``: a camera's image and stamp, a lidar's or
+    radar's returns (its newest scan and the older sweeps kept with it) and its newest scan's stamp.
+    Two renders of one scene agree sensor by sensor until a fault changes what that sensor sends."""
+    out: dict[str, int] = {}
+    for view in frame.cameras:
+        out[view.name] = zlib.crc32(np.ascontiguousarray(view.pixels), view.stamp_ns & 0xFFFFFFFF)
+    for cloud, index, names in ((frame.lidar, frame.lidar_sensor, frame.lidar_sensors),
+                                (frame.radar, frame.radar_sensor, frame.radar_sensors)):
+        if cloud is None or index is None:
+            continue
+        for k, name in enumerate(names):
+            rows = np.ascontiguousarray(cloud[index == k])
+            out[name] = zlib.crc32(rows, zlib.crc32(str(frame.scan_stamps.get(name, -1)).encode()))
+    return out
 
 
 def _match(truth: Detections3D, detections: Detections3D) -> np.ndarray:
@@ -91,7 +119,8 @@ def run_recording(path: Path, config: FusionConfig, pipeline: FusionPipeline) ->
         truth = scored_truth(frame)
         health = dict(result.sensor_states)  # the worse of health and calibration, per sensor
         frames.append(FaultFrame(str(path), index, frame.stamp_ns, tuple(parse_fault_statuses(frame.faults)), truth,
-                                 result.detections, result.flags, _match(truth, result.detections), health))
+                                 result.detections, result.flags, _match(truth, result.detections), health,
+                                 sensor_fingerprints(frame)))
     return frames
 
 
@@ -99,11 +128,40 @@ def _modality_of(sensor: str, config: FusionConfig) -> str:
     return config.sensors[sensor].modality if sensor in config.sensors else ''
 
 
+def _onset(run: Sequence[FaultFrame], reference: Sequence[FaultFrame] | None, sensor: str,
+           indices: Sequence[int]) -> int | None:
+    """The first of the fault's frames ``indices`` where ``sensor``'s data differ from the clean render's;
+    None where that can not be told: no clean render, the renders differ before the fault already, or
+    they never differ while it lasts."""
+    if reference is None or not any(sensor in f.fingerprints for f in run):
+        return None
+
+    def differ(i: int) -> bool:
+        return run[i].fingerprints.get(sensor) != reference[i].fingerprints.get(sensor)
+
+    if any(differ(i) for i in range(min(indices[0], len(reference)))):
+        return None
+    return next((i for i in indices if i < len(reference) and differ(i)), None)
+
+
+def _mean_max(values: Sequence[int]) -> dict[str, float | int | None]:
+    return {'mean': round(float(np.mean(values)), 2) if values else None, 'max': int(max(values)) if values else None}
+
+
+def _mean_median(values: Sequence[int]) -> dict[str, float | None]:
+    return {'mean': round(float(np.mean(values)), 2) if values else None,
+            'median': float(np.median(values)) if values else None}
+
+
 def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Sequence[FaultFrame]],
                   config: FusionConfig, classes: Sequence[str]) -> dict[str, Any]:
     """The module docstring's figures for recordings of one fault type (``clean``: the same scenes)."""
     pairs_total = pairs_flagged_3 = pairs_flagged_any = 0
     delays: list[int] = []
+    onset_pairs = onset_flagged_3 = onset_unknown = 0
+    onset_delays: list[int] = []
+    onsets: list[int] = []
+    onset_health_delays: list[int] = []
     flags_during = flags_right = 0
     pre_detections = pre_flagged = 0
     health_faults = health_caught = 0
@@ -125,6 +183,10 @@ def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Seque
         reference = clean_by_recording.get(Path(run[0].recording).name) if run else None
         for (fault_type, sensor), indices in windows.items():
             modality = _modality_of(sensor, config)
+            onset = _onset(run, reference, sensor, indices)
+            onset_unknown += int(onset is None)
+            first = indices[0] if onset is None else onset
+            onsets.append(first - indices[0])
             # Per object: frames where it is affected and detected, and when a right flag came.
             seen: dict[str, list[int]] = collections.defaultdict(list)
             flagged_at: dict[str, int] = {}
@@ -156,6 +218,15 @@ def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Seque
                     pairs_flagged_any += 1
                     delays.append(delay)
                     pairs_flagged_3 += int(delay < RECALL_FRAMES)
+                shown = [i for i in frames if i >= first]  # its frames once the fault shows
+                if len(shown) < RECALL_FRAMES:
+                    continue
+                onset_pairs += 1
+                if object_id in flagged_at:
+                    at = flagged_at[object_id]
+                    delay = max(0, shown.index(at) if at in shown else at - shown[0])
+                    onset_delays.append(delay)
+                    onset_flagged_3 += int(delay < RECALL_FRAMES)
             states = [run[i].health.get(sensor) for i in indices]
             if any(s is not None for s in states):
                 health_faults += 1
@@ -163,6 +234,7 @@ def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Seque
                 if late is not None:
                     health_caught += 1
                     health_delays.append(late)
+                    onset_health_delays.append(max(0, late - (first - indices[0])))
     eval_config = DetectionEvalConfig(classes=tuple(classes))
     fault_scores = evaluate_detections(fault_pairs, eval_config) if fault_pairs else None
     clean_scores = evaluate_detections(clean_pairs, eval_config) if clean_pairs else None
@@ -178,15 +250,19 @@ def fault_metrics(faulted: Sequence[Sequence[FaultFrame]], clean: Sequence[Seque
         'object_fault_pairs': pairs_total,
         'flag_recall_3': ratio(pairs_flagged_3, pairs_total),
         'flag_recall_any': ratio(pairs_flagged_any, pairs_total),
-        'time_to_flag_frames': {'mean': round(float(np.mean(delays)), 2) if delays else None,
-                                'median': float(np.median(delays)) if delays else None},
+        'time_to_flag_frames': _mean_median(delays),
+        'onset_frames': _mean_max(onsets),
+        'onset_unknown': onset_unknown,
+        'object_fault_pairs_from_onset': onset_pairs,
+        'flag_recall_3_from_onset': ratio(onset_flagged_3, onset_pairs),
+        'time_to_flag_from_onset_frames': _mean_median(onset_delays),
         'precision': ratio(flags_right, flags_during),
         'flags_during_fault': flags_during,
         'false_flag_rate_before_fault': ratio(pre_flagged, pre_detections),
         'false_flag_rate_clean': ratio(clean_flagged, clean_detections),
         'health_recall': ratio(health_caught, health_faults),
-        'health_latency_frames': {'mean': round(float(np.mean(health_delays)), 2) if health_delays else None,
-                                  'max': int(max(health_delays)) if health_delays else None},
+        'health_latency_frames': _mean_max(health_delays),
+        'health_latency_from_onset_frames': _mean_max(onset_health_delays),
         'mAP_fault': round(fault_scores.mean_ap, 4) if fault_scores else None,
         'NDS_fault': round(fault_scores.nds, 4) if fault_scores else None,
         'mAP_clean': round(clean_scores.mean_ap, 4) if clean_scores else None,
