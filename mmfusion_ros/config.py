@@ -522,6 +522,9 @@ class HealthSection:
     sector_failed_deg: float = 180.0  # ... failed from this many degrees lost in all
     beam_bin_deg: float = 0.25  # without rings: beams closer than two bins in elevation merge into one
     beam_min_points: int = 20  # a beam is expected when its reference has this many points
+    # ... and this share of the median expected beam's: without rings, a neighbour's returns spilling
+    # into a bin between two beams (a ground beam as the vehicle pitches) are no beam of their own.
+    beam_min_share: float = 0.1
     # An expected beam below this share of its reference is lost, when a beam above it still returns (an
     # open sky empties beams from the top down, so an empty top is no loss).
     beam_empty_ratio: float = 0.1
@@ -583,7 +586,7 @@ class HealthSection:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
                      'occlusion_min_region', 'occlusion_min_flow_share', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
-                     'beam_empty_ratio', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
+                     'beam_empty_ratio', 'beam_min_share', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
                      'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')

@@ -21,7 +21,8 @@ conditions behind it and the numbers behind those. The conditions, as published 
   of the last ``occlusion_onset_images`` (mud arriving on the lens: distant scenery never changed)
   (their bounds: ``occluded_x0`` .. ``occluded_y1``, fractions of the image).
 - ``sector_loss`` (lidar, degraded / failed): azimuth arcs empty that the learned reference fills.
-- ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills, below a beam that
+- ``beam_loss`` (lidar, degraded / failed): beams empty that the reference fills (``beam_min_points``, and
+  ``beam_min_share`` of the median beam's: stray returns between two beams are none), below a beam that
   still returns.
 - ``scatter`` (lidar, degraded / failed): rain, snow, spray or dust: the share of near returns that
   stand alone in free air (surfaces return in scan lines; drops do not), above both a floor and a
@@ -582,6 +583,8 @@ class LidarHealth(_SensorHealth):
             references = np.array([reference_beams[b].sum() for b in beams])  # (K,) lowest beam first
             counts = np.array([beam_counts[b].sum() for b in beams], dtype=np.float64)  # (K,)
             expected_beam = references >= config.beam_min_points
+            if expected_beam.any():  # a few stray returns between two beams are no beam
+                expected_beam &= references >= config.beam_min_share * np.median(references[expected_beam])
             empty = expected_beam & (counts < config.beam_empty_ratio * kept * references)
             returning = expected_beam & ~empty & (counts >= config.beam_min_points * kept)
             above = np.flip(np.logical_or.accumulate(np.flip(returning)))  # this beam or one above returns

@@ -392,6 +392,29 @@ def test_every_other_upper_beam_lost_counts_eight_beams(use_ring):
     assert estimates[end + CONFIG.clear_frames].conditions == ()
 
 
+def with_strays(one: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, count: int = 25):
+    """``one`` sweep plus ``count`` returns on the ground between rings 10 and 11 (no beam of their own)."""
+    xyz, ring = one
+    elevation = np.radians((ELEVATION_DEG[10] + ELEVATION_DEG[11]) / 2)
+    azimuth = rng.uniform(-np.pi, np.pi, count)
+    distance = MOUNT_M / np.sin(-elevation)
+    strays = np.stack([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                       np.full(count, np.sin(elevation))], axis=1) * distance
+    return np.concatenate([xyz, strays.astype(np.float32)]), np.concatenate([ring, np.full(count, 10, np.uint16)])
+
+
+def test_stray_returns_between_two_beams_are_no_beam_to_lose():
+    # A neighbour's returns spilling into the elevation bins between two beams, then gone: without rings
+    # they make a run of bins of their own, 25 points against a real beam's 1000 or more.
+    rng = np.random.default_rng(8)
+    sweeps = [with_strays(sweep(rng), rng) for _ in range(20)] + [sweep(rng) for _ in range(10)]
+    estimates = run_lidar(sweeps)
+    assert all(e.conditions == () for e in estimates[CONFIG.reference_min:])
+    assert estimates[25].estimates['missing_beams'] == 0
+    counted = run_lidar(sweeps, config=dataclasses.replace(CONFIG, beam_min_share=1e-6))
+    assert first(counted, 'beam_loss') is not None  # counted as a beam, its emptying reads as a loss
+
+
 def test_half_the_beams_lost_fails():
     rng = np.random.default_rng(6)
     estimates = run_lidar([sweep(rng) for _ in range(10)] + [sweep(rng, lost_rings=tuple(range(0, 32, 2)))] * 3,
