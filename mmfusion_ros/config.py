@@ -488,6 +488,12 @@ class HealthSection:
     # again ('frozen', failed, at once): a stuck driver republishes the same bytes (0.0); a real sensor's
     # noise changes more, and so does a moving noise-free render of a bare wall (0.08 to 0.1 per frame).
     frozen_max_change: float = 0.02
+    # ... judged only where the image could have changed: where the lidar's returns in the camera's view
+    # moved since its last image (this share of the view's cells gained, lost or moved a return by more
+    # than frozen_view_change_m; a coarse grid of nearest depths). A noise-free render of a bus that
+    # drives beside the vehicle at its speed, over a bare road, repeats exactly; so does a parked car's.
+    frozen_view_change_m: float = 0.3
+    frozen_view_change_share: float = 0.02
     saturation_level: int = 250  # a pixel whose three channels all reach this is saturated
     overexposed_fraction: float = 0.3  # saturated share: 'overexposed', degraded from here ...
     overexposed_failed_fraction: float = 0.7  # ... failed from here
@@ -579,6 +585,7 @@ class HealthSection:
         if not self.rate_gap_periods > 1:
             raise ConfigError(f'rate_gap_periods: must exceed 1 (a gap is longer than a period), got {self.rate_gap_periods}')
         for name in ('silent_periods', 'rate_window_s', 'blackout_max_mean', 'blackout_max_std', 'frozen_max_change',
+                     'frozen_view_change_m',
                      'occlusion_max_change', 'occlusion_min_texture', 'occlusion_moving_change', 'sector_bin_deg',
                      'sector_min_deg', 'beam_bin_deg', 'ghost_min_speed_mps', 'ghost_place_m',
                      'lidar_min_range_m', 'scatter_range_m', 'scatter_voxel_m', 'scatter_ratio'):
@@ -586,7 +593,7 @@ class HealthSection:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         for name in ('rate_low_ratio', 'overexposed_fraction', 'overexposed_failed_fraction', 'occlusion_min_moving',
                      'occlusion_min_region', 'occlusion_min_flow_share', 'occluded_fraction', 'occluded_failed_fraction', 'sector_empty_ratio',
-                     'beam_empty_ratio', 'beam_min_share', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
+                     'beam_empty_ratio', 'beam_min_share', 'frozen_view_change_share', 'beam_failed_fraction', 'ghost_p', 'ghost_min_fraction', 'ghost_failed_fraction', 'scatter_fraction',
                      'scatter_failed_fraction'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')

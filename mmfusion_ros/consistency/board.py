@@ -3,8 +3,10 @@
 ``HealthBoard.update(frame)`` hands each monitor of ``health.py`` its sensor's data of this frame:
 
 - a camera: its image with the image's own stamp (a slower camera's image repeated in the next
-  frame is no news), or None when the frame has none, and whether the vehicle moved since the last
-  frame (a still image from a standing car proves nothing);
+  frame is no news), or None when the frame has none, whether the vehicle moved since the last
+  frame (a still image from a standing car proves nothing), and whether the lidar's returns in the
+  camera's view moved since its last image (nearest depths on a coarse grid of the image: a still
+  image of a still view proves nothing either);
 - a lidar: its newest sweep, moved into the lidar's own frame (sectors and beams are the lidar's);
 - a radar: its newest scan in the radar's frame when the scan is new since the last frame, else None
   (silence is counted in missing scans), with each return marked supported when lidar points stand
@@ -32,6 +34,7 @@ import numpy as np
 
 from ..config import FusionConfig
 from ..frame import CameraView, Frame
+from ..geometry.projection import project_points
 from ..model.config import MODALITIES
 from ..types import Detections3D
 from .calibration import (CameraDriftEstimator, DriftEstimate, OffsetEstimate, StaticOffsetEstimator,
@@ -47,6 +50,8 @@ GROUND_CLEARANCE_M = 0.3
 
 
 SAME_SCAN_S = 0.002  # two scans of one radar whose stamps differ by less are the same scan
+VIEW_GRID = (16, 9)  # columns, rows: the coarse nearest-depth map a camera's view is compared on
+VIEW_MIN_CELLS = 4  # fewer cells with a lidar return in either image: the view's motion is unknown
 
 
 class HealthBoard:
@@ -64,6 +69,7 @@ class HealthBoard:
         self.mounts: dict[str, Any] = {}  # sensor -> its mount on the vehicle, last known (a silent one's too)
         self._turn = 0
         self.ego_velocity = np.full(2, np.nan)  # base axes, m/s, from the last two poses
+        self._views: dict[str, tuple[int, np.ndarray]] = {}  # camera -> its last image's stamp, nearest depths
 
     def reset(self) -> None:
         self.monitors = health_monitors(self.config)
@@ -76,6 +82,7 @@ class HealthBoard:
         self.offsets = self._offset_estimators()
         self.calibration.clear()
         self._turn = 0
+        self._views.clear()
 
     def _offset_estimators(self) -> dict[str, StaticOffsetEstimator | TimeOffsetEstimator]:
         kind = {'static': StaticOffsetEstimator, 'tracks': TimeOffsetEstimator}.get(self.config.calibration.radar_offsets)
@@ -104,6 +111,42 @@ class HealthBoard:
         self._last_pose = (frame.stamp_ns, here.copy())
         return moving
 
+    def _view_changes(self, views: Mapping[str, CameraView], lidar_now: np.ndarray | None) -> dict[str, bool | None]:
+        """Per camera with a new image: whether the lidar's returns in its view moved since its last
+        image (a share ``health.frozen_view_change_share`` of the ``VIEW_GRID`` cells with a return in
+        either gained, lost, or moved their nearest return by over ``health.frozen_view_change_m``);
+        None when that is unknown (no lidar, no earlier image, too few cells with returns)."""
+        fresh = [v for v in views.values() if self._views.get(v.name, (None,))[0] != v.stamp_ns]
+        if lidar_now is None or not fresh:
+            return {}
+        hits = project_points(np.ascontiguousarray(lidar_now[:, :3], np.float32),
+                              np.stack([v.camera_to_base.inverse().matrix for v in fresh]),
+                              np.stack([v.intrinsics.k for v in fresh]), np.zeros((len(fresh), 5)),
+                              np.array([[v.intrinsics.width, v.intrinsics.height] for v in fresh]))
+        columns, rows = VIEW_GRID
+        config = self.config.health
+        out: dict[str, bool | None] = {}
+        for c, view in enumerate(fresh):
+            mine = hits.camera == c
+            u, v = hits.uv[mine, 0], hits.uv[mine, 1]
+            cells = (v * rows / view.intrinsics.height).astype(np.int64) * columns + \
+                (u * columns / view.intrinsics.width).astype(np.int64)
+            nearest = np.full(columns * rows, np.inf)
+            np.minimum.at(nearest, np.clip(cells, 0, columns * rows - 1), hits.depth[mine])
+            previous = self._views.get(view.name)
+            self._views[view.name] = (view.stamp_ns, nearest)
+            if previous is None:
+                out[view.name] = None
+                continue
+            seen = np.isfinite(nearest) | np.isfinite(previous[1])
+            if seen.sum() < VIEW_MIN_CELLS:
+                out[view.name] = None
+                continue
+            with np.errstate(invalid='ignore'):
+                moved = seen & ~(np.abs(nearest - previous[1]) <= config.frozen_view_change_m)
+            out[view.name] = bool(moved.sum() >= config.frozen_view_change_share * seen.sum())
+        return out
+
     def _travel_focus(self, view: CameraView) -> np.ndarray | None:
         """Where the direction of travel projects in ``view``'s image (homogeneous pixels), or None."""
         if not np.isfinite(self.ego_velocity).all():
@@ -124,6 +167,7 @@ class HealthBoard:
             lidar_now = frame.lidar[age <= age.min() + 1e-3]
         self._lidar_now = lidar_now
         self._fresh.clear()
+        view_changes = self._view_changes(views, lidar_now)
         for name, monitor in self.monitors.items():
             if isinstance(monitor, CameraHealth):
                 # The image's own stamp: a 12 Hz camera in 20 Hz frames shows the same image twice, which
@@ -133,7 +177,8 @@ class HealthBoard:
                     self.last[name] = monitor.update(stamp, None, ego_moving=moving)
                 else:
                     self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving,
-                                                     travel_focus=self._travel_focus(view) if moving else None)
+                                                     travel_focus=self._travel_focus(view) if moving else None,
+                                                     view_changed=view_changes.get(name))
             elif isinstance(monitor, LidarHealth):
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):

@@ -14,7 +14,8 @@ conditions behind it and the numbers behind those. The conditions, as published 
   one).
 - ``blackout`` (camera, failed): the grey image is dark and flat (called at the first such image).
 - ``frozen`` (camera, failed): the same image again, full-resolution mean difference about zero, while
-  time advances (called at the first repeat: no confirming frames).
+  time advances and, where the lidar says, the view moved (``frozen_view_change_*``) (called at the
+  first repeat: no confirming frames).
 - ``overexposed`` (camera, degraded / failed): the share of pixels saturated in all three channels.
 - ``occluded`` (camera, degraded / failed): regions of textured blocks that match each of the last
   ``occlusion_window`` images while the rest of the scene moves, or that changed and then matched each
@@ -315,7 +316,7 @@ class CameraHealth(_SensorHealth):
         self._occluded_box = (math.nan,) * 4  # the stuck region's bounds, fractions of the image (x0, y0, x1, y1)
 
     def update(self, stamp_ns: int, pixels: np.ndarray | None, *, ego_moving: bool | None = None,
-               travel_focus: np.ndarray | None = None) -> HealthEstimate:
+               travel_focus: np.ndarray | None = None, view_changed: bool | None = None) -> HealthEstimate:
         """Judge one update: ``pixels`` the new image (``(H, W, 3)`` uint8 RGB) stamped ``stamp_ns``, or
         ``None`` when no new image came by ``stamp_ns``. ``ego_moving``: whether the vehicle moves
         (odometry), None when unknown (then the image must show motion before occlusion is judged).
@@ -323,7 +324,9 @@ class CameraHealth(_SensorHealth):
         pixel coordinates (``K @ direction`` in the camera frame; the focus of expansion, at infinity
         for a camera looking sideways), None when unknown. Ego motion moves the world along lines
         through it, so a block whose edges all run along those lines (lane lines, kerbs) looks the
-        same while the vehicle drives, and says nothing about the lens.
+        same while the vehicle drives, and says nothing about the lens. ``view_changed``: whether what
+        the camera looks at moved since its last image (the lidar's returns in its view), None when
+        unknown; an unchanged image of an unchanged view is no frozen camera.
         """
         if pixels is not None:
             pixels = np.asarray(pixels)
@@ -335,14 +338,15 @@ class CameraHealth(_SensorHealth):
         estimates = self._timing(stamp_ns, fresh)
         warming_up = len(self._history) < self.config.occlusion_window  # this image can not be judged whole
         if fresh:
-            estimates.update(self._judge(pixels, ego_moving, travel_focus))
+            estimates.update(self._judge(pixels, ego_moving, travel_focus, view_changed))
         else:
             estimates.update(mean_brightness=math.nan, brightness_std=math.nan, saturated_fraction=math.nan,
                              image_change=math.nan, unchanged_frames=float(self._unchanged),
                              occluded_fraction=self._occluded, **self._region())
         return self._estimate(estimates, warming_up)
 
-    def _judge(self, pixels: np.ndarray, ego_moving: bool | None, travel_focus: np.ndarray | None) -> dict[str, float]:
+    def _judge(self, pixels: np.ndarray, ego_moving: bool | None, travel_focus: np.ndarray | None,
+               view_changed: bool | None) -> dict[str, float]:
         config = self.config
         H, W = pixels.shape[:2]
         if self._previous is not None and self._previous.shape != pixels.shape:
@@ -366,8 +370,9 @@ class CameraHealth(_SensorHealth):
             change = cv2.norm(pixels, self._previous, cv2.NORM_L1) / pixels.size  # mean |difference|
             self._unchanged = self._unchanged + 1 if change <= config.frozen_max_change else 0
         # A still camera on a still vehicle may see a still world (the simulator renders without sensor
-        # noise): with the vehicle known to stand, an unchanged image says nothing either way.
-        if not blank and self._previous is not None and ego_moving is not False:
+        # noise): with the vehicle known to stand, or the view known not to have moved (a bus beside the
+        # vehicle at its speed fills it), an unchanged image says nothing either way.
+        if not blank and self._previous is not None and ego_moving is not False and view_changed is not False:
             self._conditions['frozen'].step('failed' if self._unchanged else None, 0.0)
         self._previous = pixels.copy()
 

@@ -270,3 +270,44 @@ def test_camera_drift_is_updated_for_drift_cameras_per_frame_cameras_in_turn():
     every = HealthBoard(replace(config, calibration=replace(config.calibration, drift_cameras_per_frame=0)))
     every.update(frame(0))
     assert sorted(every.calibration) == sorted(names)
+
+
+def _repeated_image_frames(view_moves: bool, frames: int = 8, speed: float = 8.0):
+    """20 Hz frames of a driving vehicle whose front camera sends one image again and again, and a lidar
+    sweep of what the camera looks at: standing poles and walls ahead that come nearer (``view_moves``),
+    or the back of a truck 6 m ahead that drives at the vehicle's speed and fills the view."""
+    from mmfusion_ros.frame import LIDAR_FIELDS, CameraView
+    from mmfusion_ros.types import CameraIntrinsics
+
+    config = load_config()
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    intrinsics = CameraIntrinsics('cam_front', 160, 90, np.array([[80.0, 0, 80], [0, 80.0, 45], [0, 0, 1]]), 'none',
+                                  np.zeros(0))
+    optical_to_base = RigidTransform(np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]), np.zeros(3))
+    grid = np.stack(np.meshgrid(np.linspace(-12, 12, 49), np.linspace(-1.5, 4, 23)), axis=-1).reshape(-1, 2)
+    standing = np.column_stack([rng.uniform(12, 40, len(grid)), grid])  # poles and walls at 12-40 m
+    truck = np.column_stack([np.full(len(grid), 6.0), grid])
+    lidars = tuple(config.sensors_of('lidar'))
+    for k in range(frames):
+        t = k / 20
+        points = standing - [speed * t, 0, 0] if view_moves else truck
+        lidar = np.zeros((len(points), len(LIDAR_FIELDS)), np.float32)
+        lidar[:, :3] = points
+        pose = RigidTransform(np.eye(3), np.array([speed * t, 0.0, 0.0]))
+        view = CameraView('cam_front', round(t * NS_PER_S), image, intrinsics, optical_to_base)
+        yield Frame(round(t * NS_PER_S), 'base_link', cameras=(view,), lidar=lidar, pose=pose,
+                    lidar_sensor=np.zeros(len(lidar), np.int16), lidar_sensors=lidars,
+                    sensor_to_base={lidars[0]: RigidTransform.from_matrix(np.eye(4))})
+
+
+def test_a_repeated_image_is_frozen_only_where_the_lidar_saw_the_view_move():
+    for view_moves in (True, False):
+        board = HealthBoard(load_config())
+        states = [board.update(frame)['cam_front'] for frame in _repeated_image_frames(view_moves)]
+        frozen = ['frozen' in e.conditions for e in states]
+        if view_moves:  # the first repeat of the image is called at once
+            assert frozen == [False] + [True] * (len(states) - 1), frozen
+            assert states[-1].state == 'failed'
+        else:  # a truck at the vehicle's speed filling the view: an unchanged image proves nothing
+            assert not any(frozen) and all(e.state == 'ok' for e in states), [e.conditions for e in states]

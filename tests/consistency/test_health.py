@@ -126,6 +126,18 @@ def test_frozen_camera_at_the_first_repeated_image_and_cleared_after():
     assert first(estimates, 'frozen') == seen and first(estimates, 'occluded') is None
 
 
+@pytest.mark.parametrize('view_changed', [True, None, False])
+def test_a_repeated_image_of_a_view_that_did_not_move_is_not_frozen(view_changed):
+    camera = PanningCamera(4)
+    images = [camera.image(i) for i in range(30)]
+    frames = images[:20] + [images[20]] * 10
+    estimates = run_camera(frames, view_changed=view_changed)
+    if view_changed is False:  # the view stood still: an unchanged image says nothing either way
+        assert first(estimates, 'frozen') is None and estimates[-1].estimates['unchanged_frames'] == 9
+    else:
+        assert first(estimates, 'frozen') == 21
+
+
 def test_blacked_out_camera_within_three_updates_and_cleared_after():
     camera = PanningCamera(5)
     rng = np.random.default_rng(0)
