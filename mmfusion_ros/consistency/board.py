@@ -28,7 +28,8 @@ calibration.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from ..config import FusionConfig
 from ..frame import CameraView, Frame
 from ..geometry.projection import project_points
 from ..model.config import MODALITIES
-from ..types import Detections3D
+from ..types import Detections3D, RigidTransform
 from .calibration import (CameraDriftEstimator, DriftEstimate, OffsetEstimate, StaticOffsetEstimator,
                           TimeOffsetEstimator, surface_index)
 from .health import CameraHealth, HealthEstimate, LidarHealth, RadarHealth, health_monitors
@@ -69,7 +70,8 @@ class HealthBoard:
         self.mounts: dict[str, Any] = {}  # sensor -> its mount on the vehicle, last known (a silent one's too)
         self._turn = 0
         self.ego_velocity = np.full(2, np.nan)  # base axes, m/s, from the last two poses
-        self._views: dict[str, tuple[int, np.ndarray]] = {}  # camera -> its last image's stamp, nearest depths
+        # camera -> its last image's stamp and pose, and the lidar's newest sweep then (the frozen test's view)
+        self._views: dict[str, tuple[int, RigidTransform, np.ndarray]] = {}
 
     def reset(self) -> None:
         self.monitors = health_monitors(self.config)
@@ -111,41 +113,47 @@ class HealthBoard:
         self._last_pose = (frame.stamp_ns, here.copy())
         return moving
 
-    def _view_changes(self, views: Mapping[str, CameraView], lidar_now: np.ndarray | None) -> dict[str, bool | None]:
-        """Per camera with a new image: whether the lidar's returns in its view moved since its last
-        image (a share ``health.frozen_view_change_share`` of the ``VIEW_GRID`` cells with a return in
-        either gained, lost, or moved their nearest return by over ``health.frozen_view_change_m``);
-        None when that is unknown (no lidar, no earlier image, too few cells with returns)."""
-        fresh = [v for v in views.values() if self._views.get(v.name, (None,))[0] != v.stamp_ns]
-        if lidar_now is None or not fresh:
-            return {}
-        hits = project_points(np.ascontiguousarray(lidar_now[:, :3], np.float32),
-                              np.stack([v.camera_to_base.inverse().matrix for v in fresh]),
-                              np.stack([v.intrinsics.k for v in fresh]), np.zeros((len(fresh), 5)),
-                              np.array([[v.intrinsics.width, v.intrinsics.height] for v in fresh]))
-        columns, rows = VIEW_GRID
+    def _view_check(self, view: CameraView, lidar_now: np.ndarray | None) -> Callable[[], bool | None] | None:
+        """For a new image: what ``CameraHealth`` asks when it repeats the camera's last one, whether
+        the lidar's returns in the view moved since then (``_view_moved``); None when unknown (no
+        lidar, no earlier image)."""
+        previous = self._views.get(view.name)
+        if lidar_now is None or (previous is not None and previous[0] == view.stamp_ns):
+            return None
+        self._views[view.name] = (view.stamp_ns, view.camera_to_base, lidar_now)
+        if previous is None:
+            return None
+        return functools.partial(self._view_moved, view, previous[1], previous[2], lidar_now)
+
+    def _view_moved(self, view: CameraView, before_pose: RigidTransform, before: np.ndarray,
+                    now: np.ndarray) -> bool | None:
+        """Whether a share ``health.frozen_view_change_share`` of the ``VIEW_GRID`` cells with a lidar
+        return in either sweep gained, lost, or moved their nearest return by over
+        ``health.frozen_view_change_m``, ``before`` seen from the camera's pose then; None when too
+        few cells hold a return."""
+        earlier = self._nearest_depths(before, before_pose, view)
+        nearest = self._nearest_depths(now, view.camera_to_base, view)
+        seen = np.isfinite(nearest) | np.isfinite(earlier)
+        if seen.sum() < VIEW_MIN_CELLS:
+            return None
         config = self.config.health
-        out: dict[str, bool | None] = {}
-        for c, view in enumerate(fresh):
-            mine = hits.camera == c
-            u, v = hits.uv[mine, 0], hits.uv[mine, 1]
-            cells = (v * rows / view.intrinsics.height).astype(np.int64) * columns + \
-                (u * columns / view.intrinsics.width).astype(np.int64)
-            nearest = np.full(columns * rows, np.inf)
-            np.minimum.at(nearest, np.clip(cells, 0, columns * rows - 1), hits.depth[mine])
-            previous = self._views.get(view.name)
-            self._views[view.name] = (view.stamp_ns, nearest)
-            if previous is None:
-                out[view.name] = None
-                continue
-            seen = np.isfinite(nearest) | np.isfinite(previous[1])
-            if seen.sum() < VIEW_MIN_CELLS:
-                out[view.name] = None
-                continue
-            with np.errstate(invalid='ignore'):
-                moved = seen & ~(np.abs(nearest - previous[1]) <= config.frozen_view_change_m)
-            out[view.name] = bool(moved.sum() >= config.frozen_view_change_share * seen.sum())
-        return out
+        with np.errstate(invalid='ignore'):
+            moved = seen & ~(np.abs(nearest - earlier) <= config.frozen_view_change_m)
+        return bool(moved.sum() >= config.frozen_view_change_share * seen.sum())
+
+    @staticmethod
+    def _nearest_depths(sweep: np.ndarray, camera_to_base: RigidTransform, view: CameraView) -> np.ndarray:
+        """(columns * rows,) the nearest depth of ``sweep``'s returns in each ``VIEW_GRID`` cell of the
+        camera's image, inf where none lands."""
+        intrinsics = view.intrinsics
+        hits = project_points(np.ascontiguousarray(sweep[:, :3], np.float32), camera_to_base.inverse().matrix[None],
+                              intrinsics.k[None], np.zeros((1, 5)), np.array([[intrinsics.width, intrinsics.height]]))
+        columns, rows = VIEW_GRID
+        cells = (hits.uv[:, 1] * rows / intrinsics.height).astype(np.int64) * columns + \
+            (hits.uv[:, 0] * columns / intrinsics.width).astype(np.int64)
+        nearest = np.full(columns * rows, np.inf)
+        np.minimum.at(nearest, np.clip(cells, 0, columns * rows - 1), hits.depth)
+        return nearest
 
     def _travel_focus(self, view: CameraView) -> np.ndarray | None:
         """Where the direction of travel projects in ``view``'s image (homogeneous pixels), or None."""
@@ -167,7 +175,6 @@ class HealthBoard:
             lidar_now = frame.lidar[age <= age.min() + 1e-3]
         self._lidar_now = lidar_now
         self._fresh.clear()
-        view_changes = self._view_changes(views, lidar_now)
         for name, monitor in self.monitors.items():
             if isinstance(monitor, CameraHealth):
                 # The image's own stamp: a 12 Hz camera in 20 Hz frames shows the same image twice, which
@@ -178,7 +185,7 @@ class HealthBoard:
                 else:
                     self.last[name] = monitor.update(view.stamp_ns, view.pixels, ego_moving=moving,
                                                      travel_focus=self._travel_focus(view) if moving else None,
-                                                     view_changed=view_changes.get(name))
+                                                     view_changed=self._view_check(view, lidar_now))
             elif isinstance(monitor, LidarHealth):
                 self.last[name] = monitor.update(stamp, self._sensor_points(frame, name, 'lidar'))
             elif isinstance(monitor, RadarHealth):

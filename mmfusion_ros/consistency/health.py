@@ -71,7 +71,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Mapping
+from typing import Callable, ClassVar, Mapping
 
 import cv2
 import numpy as np
@@ -316,7 +316,8 @@ class CameraHealth(_SensorHealth):
         self._occluded_box = (math.nan,) * 4  # the stuck region's bounds, fractions of the image (x0, y0, x1, y1)
 
     def update(self, stamp_ns: int, pixels: np.ndarray | None, *, ego_moving: bool | None = None,
-               travel_focus: np.ndarray | None = None, view_changed: bool | None = None) -> HealthEstimate:
+               travel_focus: np.ndarray | None = None,
+               view_changed: Callable[[], bool | None] | None = None) -> HealthEstimate:
         """Judge one update: ``pixels`` the new image (``(H, W, 3)`` uint8 RGB) stamped ``stamp_ns``, or
         ``None`` when no new image came by ``stamp_ns``. ``ego_moving``: whether the vehicle moves
         (odometry), None when unknown (then the image must show motion before occlusion is judged).
@@ -324,9 +325,10 @@ class CameraHealth(_SensorHealth):
         pixel coordinates (``K @ direction`` in the camera frame; the focus of expansion, at infinity
         for a camera looking sideways), None when unknown. Ego motion moves the world along lines
         through it, so a block whose edges all run along those lines (lane lines, kerbs) looks the
-        same while the vehicle drives, and says nothing about the lens. ``view_changed``: whether what
-        the camera looks at moved since its last image (the lidar's returns in its view), None when
-        unknown; an unchanged image of an unchanged view is no frozen camera.
+        same while the vehicle drives, and says nothing about the lens. ``view_changed``: asked only when
+        the image repeats its predecessor (it costs a projection): whether what the camera looks at
+        moved since its last image (the lidar's returns in its view), None when unknown; an unchanged
+        image of an unchanged view is no frozen camera.
         """
         if pixels is not None:
             pixels = np.asarray(pixels)
@@ -346,7 +348,7 @@ class CameraHealth(_SensorHealth):
         return self._estimate(estimates, warming_up)
 
     def _judge(self, pixels: np.ndarray, ego_moving: bool | None, travel_focus: np.ndarray | None,
-               view_changed: bool | None) -> dict[str, float]:
+               view_changed: Callable[[], bool | None] | None) -> dict[str, float]:
         config = self.config
         H, W = pixels.shape[:2]
         if self._previous is not None and self._previous.shape != pixels.shape:
@@ -372,8 +374,9 @@ class CameraHealth(_SensorHealth):
         # A still camera on a still vehicle may see a still world (the simulator renders without sensor
         # noise): with the vehicle known to stand, or the view known not to have moved (a bus beside the
         # vehicle at its speed fills it), an unchanged image says nothing either way.
-        if not blank and self._previous is not None and ego_moving is not False and view_changed is not False:
-            self._conditions['frozen'].step('failed' if self._unchanged else None, 0.0)
+        if not blank and self._previous is not None and ego_moving is not False:
+            if not (self._unchanged and view_changed is not None and view_changed() is False):
+                self._conditions['frozen'].step('failed' if self._unchanged else None, 0.0)
         self._previous = pixels.copy()
 
         if blank:  # a black or white image shows nothing of the scene: what came before is no reference
