@@ -180,6 +180,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f'--steps: must be at least 1, got {args.steps}')
     if args.dataset is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset=str(args.dataset)))
+    if args.init is not None:
+        config = dataclasses.replace(config, init_weights=str(args.init.resolve()))
     summary = train(config, args.out, steps=args.steps)
     print(f'{summary["weights"]}: {summary["steps"]} steps over {summary["frames"]} frames of {summary["scenes"]} '
           f'scenes on {summary["device"]}, {summary["train_seconds"] / 60:.1f} min of training')
@@ -373,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser('simulate', help='record a simulated drive (or a training set) as rosbag2')
     simulate.add_argument('--scenario', default='urban',
-                          help='named scenario (urban, highway, intersection, night) or a YAML file; '
+                          help='named scenario (urban, highway, intersection, night, arterial) or a YAML file; '
                                'with --scenes, a comma-separated list to rotate through')
     simulate.add_argument('--out', type=Path, required=True,
                           help='bag to write; with --scenes, a folder of bags plus index.json')
@@ -395,6 +397,8 @@ def _parser() -> argparse.ArgumentParser:
                        help='run folder: scenes, frame cache, checkpoint, weights.pt; an existing run resumes')
     train.add_argument('--steps', type=int, help='stop after this many steps (default: the config\'s)')
     train.add_argument('--dataset', type=Path, help='an existing `mmfusion simulate --scenes` folder to train on')
+    train.add_argument('--init', type=Path, metavar='WEIGHTS',
+                       help='start from these weights (fine-tuning; default: the config\'s init_weights, else a fresh network)')
     train.add_argument('--json', type=Path, metavar='PATH', help='also write the summary as JSON')
     train.set_defaults(run=_cmd_train)
 

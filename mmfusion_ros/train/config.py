@@ -111,6 +111,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps
     threads: int = 0  # torch threads; 0 = all cores
     device: Literal['auto', 'cpu', 'cuda'] = 'auto'
+    # A weights file to start from instead of a fresh network (a fine-tuning stage; relative to this
+    # file's folder); its model configuration must be the one trained. Ignored when resuming.
+    init_weights: str = ''
     data: DataConfig = DataConfig()
     dropout: DropoutConfig = DropoutConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -126,8 +129,14 @@ class TrainConfig:
             raise ConfigError('fusion_config: name at least one parameter file')
 
     def fusion_config_paths(self) -> list[Path]:
+        return [self._relative(p) for p in self.fusion_config]
+
+    def init_weights_path(self) -> Path | None:
+        return self._relative(self.init_weights) if self.init_weights else None
+
+    def _relative(self, name: str) -> Path:
         base = Path(self.source).parent if self.source else CONFIG_DIR
-        return [Path(p) if Path(p).is_absolute() else base / p for p in self.fusion_config]
+        return Path(name) if Path(name).is_absolute() else base / name
 
 
 def load_train_config(path: str | Path = DEFAULT_TRAIN_CONFIG) -> TrainConfig:

@@ -33,7 +33,7 @@ from ..io.json_file import write_json
 from ..model.config import ModelConfig, model_config
 from ..model.inputs import CameraGeometryCache
 from ..model.network import FusionNet
-from ..model.weights import model_config_from_dict, model_config_to_dict, save_weights
+from ..model.weights import model_config_from_dict, model_config_to_dict, read_weights, save_weights
 from .config import TrainConfig
 from .data import build_sample, cache_dataset, load_frame, sample_stream
 from .losses import total_loss
@@ -116,6 +116,8 @@ def train(config: TrainConfig, out: Path, *, steps: int | None = None, progress:
         scheduler.load_state_dict(state['scheduler'])
         torch.set_rng_state(state['torch_rng'])
         step = int(state['step'])
+    elif config.init_weights:
+        _start_from(net, config.init_weights_path(), model_config)
 
     cache = CameraGeometryCache(model_config.grid, model_config.camera)
     stream = sample_stream(files, config.seed, start=step * config.batch_frames)
@@ -163,6 +165,15 @@ def train(config: TrainConfig, out: Path, *, steps: int | None = None, progress:
     }
     write_json(out / 'summary.json', summary)
     return summary
+
+
+def _start_from(net: FusionNet, path: Path, model_config: ModelConfig) -> None:
+    """Load ``path``'s parameters into ``net`` (a fine-tuning stage's start)."""
+    payload = read_weights(path)
+    if model_config_from_dict(payload['model_config']) != model_config:
+        raise ConfigError(f'train.init_weights: {path} holds another network than fusion_config trains '
+                          '(its preset, fuser or grid differ)')
+    net.load_state_dict(payload['state_dict'])
 
 
 def _save_checkpoint(path: Path, net: FusionNet, optimizer, scheduler, step: int, model_config: ModelConfig) -> None:

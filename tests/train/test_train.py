@@ -17,7 +17,7 @@ from mmfusion_ros.errors import ConfigError, ModelError
 from mmfusion_ros.geometry.boxes import points_in_boxes
 from mmfusion_ros.model.config import cpu_model_config
 from mmfusion_ros.model.inputs import CameraGeometryCache
-from mmfusion_ros.model.network import FusionNet
+from mmfusion_ros.model.network import HEATMAP_PRIOR_BIAS, FusionNet
 from mmfusion_ros.model.weights import load_weights, save_weights
 from mmfusion_ros.train.config import DEFAULT_TRAIN_CONFIG, DropoutConfig, load_train_config
 from mmfusion_ros.train.data import (
@@ -55,10 +55,13 @@ def _config(tmp_path: Path, sim_dataset: Path, **train) -> Path:
 FUSION_PATH = DEFAULT_TRAIN_CONFIG.parent / 'default.yaml'
 
 
-def test_the_shipped_training_file_loads():
+def test_the_shipped_training_files_load():
     config = load_train_config()
     assert config.steps > 0 and config.data.scenes >= 20
     assert build_model_config(config) == MODEL
+    second = load_train_config(DEFAULT_TRAIN_CONFIG.parent / 'finetune_large.yaml')  # the second stage
+    assert build_model_config(second) == MODEL and 'arterial' in second.data.scenarios
+    assert second.data.seed + second.data.scenes <= config.data.seed or second.data.seed >= config.data.seed + config.data.scenes
 
 
 @pytest.mark.parametrize('body, message', [
@@ -242,6 +245,34 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, sim_dataset):
         assert torch.equal(a[key], b[key]), key
     log = [json.loads(line) for line in (tmp_path / 'resumed' / 'log.jsonl').read_text().splitlines()]
     assert [entry['step'] for entry in log] == [2, 4] and all(np.isfinite(entry['loss']) for entry in log)
+
+
+def test_a_fine_tuning_stage_starts_from_its_init_weights(tmp_path, sim_dataset):
+    start = FusionNet(MODEL)
+    torch.nn.init.constant_(start.head.heatmap[1].bias, -1.5)  # unlike a fresh network's prior
+    save_weights(tmp_path / 'start.pt', start)
+    fresh = load_train_config(_config(tmp_path, sim_dataset, steps=1))
+    tuned = dataclasses.replace(fresh, init_weights='start.pt', source=str(tmp_path / 'train.yaml'))
+    assert tuned.init_weights_path() == tmp_path / 'start.pt'  # relative to the parameter file
+    train(fresh, tmp_path / 'fresh', progress=False)
+    train(tuned, tmp_path / 'tuned', progress=False)
+    bias = {run: torch.load(tmp_path / run / 'weights.pt', weights_only=True)['state_dict']['head.heatmap.1.bias']
+            for run in ('fresh', 'tuned')}
+    # One step at a learning rate of 2e-3 moves a bias by about that much: each run kept its start.
+    assert torch.allclose(bias['tuned'], torch.full_like(bias['tuned'], -1.5), atol=0.05)
+    assert torch.allclose(bias['fresh'], torch.full_like(bias['fresh'], HEATMAP_PRIOR_BIAS), atol=0.05)
+    # Resuming a stage continues its own checkpoint, not its start again: 1 + 1 steps = 2 steps straight.
+    train(dataclasses.replace(tuned, steps=2), tmp_path / 'tuned', progress=False)
+    train(dataclasses.replace(tuned, steps=2), tmp_path / 'straight', progress=False)
+    a, b = (torch.load(tmp_path / run / 'weights.pt', weights_only=True)['state_dict'] for run in ('tuned', 'straight'))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+    other = FusionNet(cpu_model_config(dataclasses.replace(FUSION.grid, cell_size=0.4)))
+    save_weights(tmp_path / 'other.pt', other)
+    with pytest.raises(ConfigError, match='init_weights: .*other.pt holds another network'):
+        train(dataclasses.replace(tuned, init_weights=str(tmp_path / 'other.pt')), tmp_path / 'mismatch', progress=False)
+    with pytest.raises(ModelError, match='no such weights file'):
+        train(dataclasses.replace(tuned, init_weights='absent.pt'), tmp_path / 'absent', progress=False)
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
