@@ -234,6 +234,13 @@ class ConsistencySection:
     camera_range_m: float = 45.0  # a car is 10 pixels wide there in a 400-pixel, 70-degree image
     camera_small_range_m: float = 30.0  # pedestrians and cyclists: 0.6 m is 5 pixels at 30 m
     lidar_range_m: float = 50.0  # a car's returns thin out to a few beyond (12 % of cars unseen at 50-60 m)
+    # Nearer, the lidar is expected to see an object whose size at its range should give it at least
+    # lidar_expected_points returns: the beams its height spans (lidar_beam_spacing_deg apart) times
+    # the firings across its width (lidar_azimuth_step_deg apart). The defaults are a 32-beam lidar's
+    # (41.3 degrees of beams, 1084 firings a turn): a pedestrian is expected to 35 m or so, a car to 50.
+    lidar_beam_spacing_deg: float = 1.33
+    lidar_azimuth_step_deg: float = 0.33
+    lidar_expected_points: float = 6.0
     radar_range_m: float = 50.0  # beyond, returns of a car thin out to none in many scans
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     radar_hfov_deg: float = 120.0  # each radar's horizontal field of view (which radar covers an object)
@@ -259,9 +266,12 @@ class ConsistencySection:
                               f'{self.min_lidar_points}, {self.min_radar_points}, {self.radar_margin_m}, '
                               f'{self.lidar_margin_m}')
         for name in ('camera_range_m', 'camera_small_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
-                     'velocity_tolerance_mps', 'position_tolerance_m', 'radar_position_tolerance_m', 'radar_hfov_deg'):
+                     'lidar_beam_spacing_deg', 'lidar_azimuth_step_deg', 'velocity_tolerance_mps', 'position_tolerance_m',
+                     'radar_position_tolerance_m', 'radar_hfov_deg'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
+        if not self.lidar_expected_points >= 0:
+            raise ConfigError(f'lidar_expected_points: must be >= 0 (0: the range alone), got {self.lidar_expected_points}')
         for name in ('occluded_fraction', 'min_position_score', 'class_margin', 'min_class_score',
                      'camera_support_score', 'doppler_agreement'):
             if not 0 < getattr(self, name) <= 1:

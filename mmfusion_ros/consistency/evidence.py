@@ -18,9 +18,10 @@ Evidence per detection and modality (camera, lidar, radar):
 - expectation: ``in_camera_view`` (the box projects into a camera image of the frame, within range
   (pedestrians and cyclists: ``camera_small_range_m``),
   not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
-  by its health, so it can not support the object), ``lidar_expected`` (in range, not in the shadow of nearer
-  large objects; ``lidar_blind`` in an azimuth sector health says the lidar has lost), ``radar_expected``
-  (the same; pedestrians only nearer).
+  by its health, so it can not support the object), ``lidar_expected`` (in range, big enough at its
+  range to give ``lidar_expected_points`` returns (``expected_lidar_returns``), not in the shadow of
+  nearer large objects; ``lidar_blind`` in an azimuth sector health says the lidar has lost),
+  ``radar_expected`` (in range, not in a shadow; pedestrians only nearer).
 
 Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
 
@@ -59,7 +60,7 @@ from ..model.config import MODALITIES, HeadConfig
 from ..model.network import NetOutputs
 from ..types import Detections3D, RigidTransform
 
-__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'flag_modality']
+__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'expected_lidar_returns', 'flag_modality']
 
 _BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
 _SMALL_CLASSES = frozenset({'pedestrian', 'cyclist'})  # what a camera resolves only nearer
@@ -329,6 +330,20 @@ def _camera_view(frame: Frame, detections: Detections3D, config: ConsistencySect
     return seen, seen & ~seen_by_sighted, seen_by_degraded
 
 
+def expected_lidar_returns(detections: Detections3D, config: ConsistencySection) -> np.ndarray:
+    """(N,) how many returns each box should give the lidar (at the base origin) by its size at its
+    range: the beams its height spans times the firings across the width it shows (its footprint's
+    extent across the line of sight)."""
+    distance = np.maximum(np.hypot(detections.centers[:, 0], detections.centers[:, 1]), 1e-3)
+    bearing = np.arctan2(detections.centers[:, 1], detections.centers[:, 0])
+    turn = detections.yaws - bearing
+    length, width, height = detections.sizes.T
+    across = np.abs(length * np.sin(turn)) + np.abs(width * np.cos(turn))
+    beams = np.degrees(2 * np.arctan2(height / 2, distance)) / config.lidar_beam_spacing_deg
+    firings = np.degrees(2 * np.arctan2(across / 2, distance)) / config.lidar_azimuth_step_deg
+    return beams * firings
+
+
 def _shadowed(detections: Detections3D, config: ConsistencySection) -> np.ndarray:
     """In the shadow (azimuth interval, seen from the vehicle) of nearer large objects."""
     corners = _box_corners(detections)[:, :4, :2]  # (N, 4, 2): the xy footprint (z pairs repeat)
@@ -492,8 +507,8 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         scores, best_class, best_score, offset, peak, lidar_points.astype(np.int32), radar_points.astype(np.int32),
         *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,
         _lidar_blind(detections, lost_lidar_sectors or {}), degraded,
-        (distance <= config.lidar_range_m) & ~shadowed, (distance <= radar_range) & ~shadowed,
-        present)  # type: ignore[arg-type]
+        (distance <= config.lidar_range_m) & (expected_lidar_returns(detections, config) >= config.lidar_expected_points)
+        & ~shadowed, (distance <= radar_range) & ~shadowed, present)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 
 from mmfusion_ros.config import ConsistencySection, GridConfig
 from mmfusion_ros.consistency import detection_evidence, disagreement_flags, flag_modality
+from mmfusion_ros.consistency.evidence import expected_lidar_returns
 from mmfusion_ros.frame import CameraView, Frame
 from mmfusion_ros.model.config import CLASSES, HeadConfig
 from mmfusion_ros.model.network import ABSENT_LOGIT, HeadOutputs, NetOutputs
@@ -142,6 +143,33 @@ def test_an_object_hidden_behind_a_nearer_truck_is_not_expected():
     raw = disagreement_flags(evidence, near, CLASSES, CONFIG)
     assert not evidence.in_camera_view[1] and not evidence.lidar_expected[1]
     assert [n for n, _ in raw[1]] == []  # nobody expected to see it: no disagreement about it
+
+
+def pedestrian(x: float, y: float) -> Detections3D:
+    return Detections3D(0, 'base_link', np.array([[x, y, 0.9]]), np.array([[0.7, 0.7, 1.75]]), np.zeros(1),
+                        np.zeros((1, 2)), ('pedestrian',), np.array([0.8]))
+
+
+def test_the_lidar_is_expected_to_see_what_its_beams_resolve_at_that_range():
+    """A 32-beam lidar puts about 23 returns on a pedestrian at 20 m, 4.5 at 45 m (a beam or two):
+    missing there is no disagreement; a car at 45 m still gives it 11 or more."""
+    out = outputs(heat_at([]), heat_at([]), heat_at([]))
+    lidar = np.zeros((0, 5), np.float32)
+    near = detection_evidence(frame(lidar), pedestrian(20, 3), out, GRID, HEAD, CONFIG)
+    far = detection_evidence(frame(lidar), pedestrian(45, 3), out, GRID, HEAD, CONFIG)
+    assert near.lidar_expected[0] and not far.lidar_expected[0]
+    assert 'missing_in_lidar' in [n for n, _ in disagreement_flags(near, pedestrian(20, 3), CLASSES, CONFIG)[0]]
+    assert disagreement_flags(far, pedestrian(45, 3), CLASSES, CONFIG)[0] == ()
+    assert detection_evidence(frame(lidar), car(45, 3), out, GRID, HEAD, CONFIG).lidar_expected[0]
+    # A lidar with four times the beams and firings resolves the pedestrian at 45 m; the range still bounds it.
+    fine = dataclasses.replace(CONFIG, lidar_beam_spacing_deg=0.33, lidar_azimuth_step_deg=0.1)
+    assert detection_evidence(frame(lidar), pedestrian(45, 3), out, GRID, HEAD, fine).lidar_expected[0]
+    assert not detection_evidence(frame(lidar), car(55, 3), out, GRID, HEAD, fine).lidar_expected[0]
+    # 0: the range alone.
+    assert detection_evidence(frame(lidar), pedestrian(45, 3), out, GRID, HEAD,
+                              dataclasses.replace(CONFIG, lidar_expected_points=0.0)).lidar_expected[0]
+    # 3.8 beams (5.0 degrees of height at 20 m) times 6.1 firings (2.0 degrees of width).
+    assert expected_lidar_returns(pedestrian(20, 0), CONFIG)[0] == pytest.approx(3.76 * 6.08, rel=0.02)
 
 
 def test_only_lidar_when_camera_and_radar_should_see_it():
