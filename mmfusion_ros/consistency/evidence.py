@@ -20,8 +20,9 @@ Evidence per detection and modality (camera, lidar, radar):
   not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
   by its health, so it can not support the object), ``lidar_expected`` (in range, big enough at its
   range to give ``lidar_expected_points`` returns (``expected_lidar_returns``), not in the shadow of
-  nearer large objects; ``lidar_blind`` in an azimuth sector health says the lidar has lost),
-  ``radar_expected`` (in range, not in a shadow; pedestrians only nearer).
+  nearer large objects, not behind returns of its own that stop nearer (``lidar_line_of_sight``); ``lidar_blind`` in an azimuth sector health says the lidar has lost),
+  ``radar_expected`` (in a radar's field of view and range, pedestrians only nearer, not in a shadow,
+  and not behind what the lidar shows low between the radar and the object: ``radar_line_of_sight``).
 
 Flags (``disagreement_flags``), each with a score (how far past its threshold, >= 1 when raised):
 
@@ -60,7 +61,8 @@ from ..model.config import MODALITIES, HeadConfig
 from ..model.network import NetOutputs
 from ..types import Detections3D, RigidTransform
 
-__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'expected_lidar_returns', 'flag_modality']
+__all__ = ['DetectionEvidence', 'detection_evidence', 'disagreement_flags', 'expected_lidar_returns', 'flag_modality',
+           'lidar_line_of_sight', 'radar_line_of_sight']
 
 _BIG_CLASSES = frozenset({'car', 'truck', 'bus'})  # what hides an object behind it
 _SMALL_CLASSES = frozenset({'pedestrian', 'cyclist'})  # what a camera resolves only nearer
@@ -412,6 +414,130 @@ def _radar_coverage(detections: Detections3D, mounts: Mapping[str, RigidTransfor
     return coverage
 
 
+def lidar_line_of_sight(frame: Frame, detections: Detections3D, config: ConsistencySection) -> np.ndarray:
+    """(N,) bool: some lidar's beams reach the object. Seen from each lidar of the frame (its mount, its
+    current sweep), of the directions across the object's face (``radar_sight_bin_deg`` of azimuth by
+    ``lidar_beam_spacing_deg`` of elevation, from its bottom to its top at its near face) from which a
+    return came back, those with one nearer than that face (by ``radar_sight_margin_m``) are blocked:
+    the beam stopped on something in between, detected or not (a wall, a parked truck beside the
+    vehicle that hides the cyclist behind it). An object with ``occluded_fraction`` of them blocked is
+    hidden from that lidar; one no return came back from around is not. A lidar whose mount the frame lacks (``sensor_to_base``), or a frame without lidar, hides
+    nothing."""
+    n = len(detections)
+    seen = np.zeros(n, bool)
+    if frame.lidar is None or not len(frame.lidar) or frame.lidar_sensor is None:
+        return ~seen
+    age = frame.lidar[:, 4]
+    current = age <= age.min() + 1e-3
+    corners = _box_corners(detections)  # (N, 8, 3)
+    bottom = detections.centers[:, 2] - detections.sizes[:, 2] / 2
+    top = detections.centers[:, 2] + detections.sizes[:, 2] / 2
+    az_step = np.radians(config.radar_sight_bin_deg)
+    el_step = np.radians(config.lidar_beam_spacing_deg)
+    judged = np.zeros(n, bool)
+    for k, name in enumerate(frame.lidar_sensors):
+        mount = frame.sensor_to_base.get(name)
+        mine = current & (frame.lidar_sensor == k)
+        if mount is None or not mine.any():
+            continue
+        judged[:] = True
+        to_lidar = mount.inverse()
+        p = to_lidar.apply(frame.lidar[mine, :3].astype(np.float64))
+        rho = np.hypot(p[:, 0], p[:, 1])
+        azimuth = np.arctan2(p[:, 1], p[:, 0])
+        elevation = np.arctan2(p[:, 2], rho)
+        local = to_lidar.apply(corners.reshape(-1, 3)).reshape(n, 8, 3)
+        centre = to_lidar.apply(detections.centers)
+        bearing = np.arctan2(centre[:, 1], centre[:, 0])
+        relative = np.angle(np.exp(1j * (np.arctan2(local[..., 1], local[..., 0]) - bearing[:, None])))
+        lo, hi = bearing + relative.min(axis=1), bearing + relative.max(axis=1)
+        near = np.hypot(local[..., 0], local[..., 1]).min(axis=1)
+        height = centre[:, 2] - detections.centers[:, 2]  # base z -> lidar z
+        for i in np.flatnonzero(~seen):
+            if near[i] <= config.radar_sight_margin_m:
+                seen[i] = True
+                continue
+            el_lo = np.arctan2(bottom[i] + height[i], near[i])
+            el_hi = np.arctan2(top[i] + height[i], near[i])
+            turn = np.angle(np.exp(1j * (azimuth - bearing[i])))  # around the object's bearing
+            toward = (turn >= lo[i] - bearing[i]) & (turn <= hi[i] - bearing[i]) & \
+                (elevation >= el_lo) & (elevation <= el_hi)
+            if not toward.any():
+                seen[i] = True  # no beam came back from that way: nothing shows it hidden
+                continue
+            # Directions are counted where a beam came back (from it, from before it or from behind it).
+            cells = ((turn[toward] - (lo[i] - bearing[i])) // az_step).astype(np.int64) * 4096 + \
+                ((elevation[toward] - el_lo) // el_step).astype(np.int64)
+            stopped = rho[toward] < near[i] - config.radar_sight_margin_m
+            blocked = len(np.unique(cells[stopped])) / len(np.unique(cells))
+            seen[i] = blocked < config.occluded_fraction
+    return seen | ~judged
+
+
+def radar_line_of_sight(points: np.ndarray | None, detections: Detections3D,
+                        mounts: Mapping[str, RigidTransform], config: ConsistencySection) -> np.ndarray:
+    """(N,) bool: some radar holds the object in its field of view and range, and its beam reaches the
+    object over what the lidar's ``points`` (base frame, current sweep) show nearer in that direction.
+
+    Radars sit low (bumper height) and see along the road, not over it: a median barrier, a parked car
+    or a kerbside wall that the lidar on the roof looks over hides what is behind it from them. Seen
+    from each radar, a direction (``radar_sight_bin_deg`` of azimuth) across the object is blocked when
+    ``radar_sight_min_points`` lidar returns nearer than the object's near face (by
+    ``radar_sight_margin_m``; each raised by the lidar's beam gap at its range, ``lidar_beam_spacing_deg``:
+    the surface it hit may reach that much above it) rise, as seen from the radar, high enough that a ray over them shows less
+    than ``radar_sight_visible_m`` of the object's height, or leaves the radar's beam (``radar_vfov_deg``
+    / 2 above its axis): a strip of roof over a barrier reflects too little to be counted on; the object is hidden from that radar when
+    ``occluded_fraction`` of its directions are blocked. Without mounts, every object in range is in
+    sight (the expectation is then the range alone)."""
+    n = len(detections)
+    distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
+    pedestrian = np.array([label == 'pedestrian' for label in detections.labels], bool)
+    reach = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
+    if not mounts:
+        return distance <= reach
+    footprint = _box_corners(detections)[:, :4, :]  # (N, 4, 3): the bottom corners
+    top = detections.centers[:, 2] + detections.sizes[:, 2] / 2
+    upper_edge = np.tan(np.radians(config.radar_vfov_deg / 2))
+    bin_rad = np.radians(config.radar_sight_bin_deg)
+    points = np.zeros((0, 3)) if points is None else np.asarray(points, np.float64)[:, :3]
+    # The lidar samples a surface's height at its beams only: what it hit may reach one beam gap higher.
+    beam_gap = np.hypot(points[:, 0], points[:, 1]) * np.tan(np.radians(config.lidar_beam_spacing_deg))
+    seen = np.zeros(n, bool)
+    for mount in mounts.values():
+        to_radar = mount.inverse()
+        local = to_radar.apply(detections.centers)
+        bearing = np.arctan2(local[:, 1], local[:, 0])
+        candidates = (np.abs(np.degrees(bearing)) <= config.radar_hfov_deg / 2) & \
+            (np.hypot(local[:, 0], local[:, 1]) <= reach) & ~seen
+        if not candidates.any():
+            continue
+        corners = to_radar.apply(footprint.reshape(-1, 3)).reshape(n, 4, 3)
+        near = np.hypot(corners[..., 0], corners[..., 1]).min(axis=1) - config.radar_sight_margin_m
+        relative = np.angle(np.exp(1j * (np.arctan2(corners[..., 1], corners[..., 0]) - bearing[:, None])))
+        first = np.floor((bearing + relative.min(axis=1)) / bin_rad).astype(np.int64)
+        last = np.floor((bearing + relative.max(axis=1)) / bin_rad).astype(np.int64)
+        top_local = top - detections.centers[:, 2] + local[:, 2]  # the object's top, radar frame
+        p = to_radar.apply(points) if len(points) else np.zeros((0, 3))
+        r = np.hypot(p[:, 0], p[:, 1])
+        keep = (r > 0.5) & (r < near[candidates].max())
+        p, r = p[keep], r[keep]
+        rise = (p[:, 2] + beam_gap[keep]) / r  # the slope from the radar up (or down) to each return's surface
+        azimuth_bin = np.floor(np.arctan2(p[:, 1], p[:, 0]) / bin_rad).astype(np.int64)
+        for i in np.flatnonzero(candidates):
+            if near[i] <= 0.5:
+                seen[i] = True  # touching the radar: nothing stands between
+                continue
+            # A ray over a return this steep or steeper passes the object's near face less than
+            # radar_sight_visible_m below its top (or leaves the beam): too little of it to reflect.
+            steep = min(upper_edge, (top_local[i] - config.radar_sight_visible_m) / near[i])
+            width = last[i] - first[i] + 1
+            mine = (r < near[i]) & (azimuth_bin >= first[i]) & (azimuth_bin <= last[i]) & (rise >= steep)
+            blockers = np.bincount(azimuth_bin[mine] - first[i], minlength=width)
+            blocked = float(np.mean(blockers >= config.radar_sight_min_points))
+            seen[i] = blocked < config.occluded_fraction
+    return seen
+
+
 def _radar_blind(n: int, coverage: Mapping[str, tuple[np.ndarray, np.ndarray]], blind: frozenset[str]) -> np.ndarray:
     """Objects inside the field of view of some radar, and of blind radars only."""
     covered = np.zeros(n, bool)
@@ -468,6 +594,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         return DetectionEvidence.empty(present)  # type: ignore[arg-type]
     boxes = np.column_stack([detections.centers, detections.sizes, detections.yaws])  # (N, 7)
     lidar_points = np.zeros(n, np.int32)
+    current = None
     if frame.lidar is not None and len(frame.lidar):
         age = frame.lidar[:, 4]
         current = frame.lidar[age <= age.min() + 1e-3, :3]
@@ -487,9 +614,7 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         radar_box, radar_points = points_in_boxes(np.ascontiguousarray(frame.radar[:, :3]), grown)
     scores, best_class, best_score, offset, peak = _head_evidence(outputs, detections, grid, head)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
-    pedestrian = np.array([label == 'pedestrian' for label in detections.labels])
     shadowed = _shadowed(detections, config)
-    radar_range = np.where(pedestrian, config.radar_pedestrian_range_m, config.radar_range_m)
     degraded_sensors = degraded_sensors or {}
     in_view, blind, camera_degraded = _camera_view(
         frame, detections, config, frozenset(blind_cameras), frozenset(dark_cameras),
@@ -508,7 +633,8 @@ def detection_evidence(frame: Frame, detections: Detections3D, outputs: NetOutpu
         *_doppler(frame, detections, radar_box, config), in_view, blind, radar_blind,
         _lidar_blind(detections, lost_lidar_sectors or {}), degraded,
         (distance <= config.lidar_range_m) & (expected_lidar_returns(detections, config) >= config.lidar_expected_points)
-        & ~shadowed, (distance <= radar_range) & ~shadowed, present)  # type: ignore[arg-type]
+        & ~shadowed & lidar_line_of_sight(frame, detections, config),
+        radar_line_of_sight(current, detections, radar_mounts or {}, config) & ~shadowed, present)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -349,6 +349,112 @@ def test_an_object_only_a_silent_radar_covers_has_no_radar_support():
     assert not evidence.radar_blind[0]
 
 
+def radar_front_mount() -> dict[str, RigidTransform]:
+    return {'radar_front': RigidTransform.from_matrix(np.array([[1, 0, 0, 2.3], [0, 1, 0, 0], [0, 0, 1, 0.5],
+                                                                [0, 0, 0, 1]], float))}
+
+
+def wall(y: float, height: float, x0: float = 4.0, x1: float = 40.0) -> np.ndarray:
+    """Lidar returns (N, 5) on a wall along x at ``y``, up to ``height``, and on the road before it."""
+    x, z = np.meshgrid(np.arange(x0, x1, 0.1), np.arange(0.05, height, 0.2))
+    face = np.column_stack([x.ravel(), np.full(x.size, y), z.ravel()])
+    gx, gy = np.meshgrid(np.arange(x0, x1, 0.5), np.arange(-3.0, y, 0.5))
+    ground = np.column_stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)])
+    return np.column_stack([np.vstack([face, ground]), np.zeros((len(face) + len(ground), 2))]).astype(np.float32)
+
+
+def test_the_radar_is_not_expected_behind_what_the_lidar_sees_low_in_between():
+    beyond, ahead = car(20, 14), car(20, 0)
+    both = Detections3D(0, 'base_link', np.vstack([beyond.centers, ahead.centers]), np.vstack([beyond.sizes, ahead.sizes]),
+                        np.zeros(2), np.zeros((2, 2)), ('car', 'car'), np.array([0.9, 0.9]))
+    out = outputs(heat_at([(20, 14, 'car', 0.8), (20, 0, 'car', 0.8)]), heat_at([(20, 14, 'car', 0.9), (20, 0, 'car', 0.9)]),
+                  heat_at([]))
+    cars = np.vstack([lidar_in_box(20, 14), lidar_in_box(20, 0)])
+
+    def radar_expected(lidar: np.ndarray) -> np.ndarray:
+        return detection_evidence(frame(lidar, radar_at(60, -30, 0.0)), both, out, GRID, HEAD, CONFIG,
+                                  radar_mounts=radar_front_mount()).radar_expected
+
+    # A 0.9 m barrier 5 m to the side: the radar at 0.5 m sees no more than a strip of roof beyond it;
+    # the car ahead, whose line of sight the barrier does not cross, is still expected.
+    assert radar_expected(np.vstack([cars, wall(5.0, 0.9)])).tolist() == [False, True]
+    evidence = detection_evidence(frame(np.vstack([cars, wall(5.0, 0.9)]), radar_at(60, -30, 0.0)), both, out, GRID,
+                                  HEAD, CONFIG, radar_mounts=radar_front_mount())
+    assert [name for name, _ in disagreement_flags(evidence, both, CLASSES, CONFIG)[0]] == []
+    # The road alone, a kerb, and a barrier low enough that most of the car shows over it block nothing.
+    assert radar_expected(np.vstack([cars, wall(5.0, 0.05)])).tolist() == [True, True]
+    assert radar_expected(np.vstack([cars, wall(5.0, 0.2)])).tolist() == [True, True]
+    evidence = detection_evidence(frame(np.vstack([cars, wall(5.0, 0.05)]), radar_at(60, -30, 0.0)), both, out, GRID,
+                                  HEAD, CONFIG, radar_mounts=radar_front_mount())
+    assert 'missing_in_radar' in [name for name, _ in disagreement_flags(evidence, both, CLASSES, CONFIG)[0]]
+    # A wall beyond the car is no obstacle; without a lidar, or without radar mounts, the range alone decides.
+    assert radar_expected(np.vstack([cars, wall(18.0, 2.0)])).tolist() == [True, True]
+    assert detection_evidence(frame(None, radar_at(60, -30, 0.0)), both, out, GRID, HEAD, CONFIG,
+                              radar_mounts=radar_front_mount()).radar_expected.tolist() == [True, True]
+    assert detection_evidence(frame(np.vstack([cars, wall(5.0, 0.9)]), radar_at(60, -30, 0.0)), both, out, GRID, HEAD,
+                              CONFIG).radar_expected.tolist() == [True, True]
+    # A taller object shows over the barrier: a bus beyond it is expected.
+    bus = Detections3D(0, 'base_link', np.array([[20, 14, 1.6]]), np.array([[11.0, 2.9, 3.2]]), np.zeros(1),
+                       np.zeros((1, 2)), ('bus',), np.array([0.9]))
+    assert detection_evidence(frame(np.vstack([cars, wall(5.0, 0.9)]), radar_at(60, -30, 0.0)), bus,
+                              outputs(heat_at([]), heat_at([]), heat_at([])), GRID, HEAD, CONFIG,
+                              radar_mounts=radar_front_mount()).radar_expected.tolist() == [True]
+
+
+def lidar_returns_of(surfaces: list[tuple[float, float, float, float, float]]) -> np.ndarray:
+    """What a roof lidar at (0, 0, 1.84) (beams 1.33 deg apart, firings 0.33 deg) gets back from vertical
+    surfaces facing it, each (x, y0, y1, z0, z1) across y at x, the nearest surface first along each
+    beam; the road (z = 0) beyond up to 60 m where no surface stops the beam."""
+    azimuth = np.radians(np.arange(-60, 60, 0.33))
+    elevation = np.radians(np.arange(-15, 5, 1.33))
+    az, el = np.meshgrid(azimuth, elevation)
+    direction = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3)
+    best = np.full(len(direction), np.inf)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        ground = np.where(direction[:, 2] < 0, -1.84 / direction[:, 2], np.inf)
+        best = np.where(ground * np.hypot(direction[:, 0], direction[:, 1]) <= 60, ground, best)
+        for x, y0, y1, z0, z1 in surfaces:
+            t = x / direction[:, 0]
+            y, z = t * direction[:, 1], 1.84 + t * direction[:, 2]
+            hit = (t > 0) & (y >= y0) & (y <= y1) & (z >= z0) & (z <= z1)
+            best = np.where(hit & (t < best), t, best)
+    keep = np.isfinite(best)
+    xyz = direction[keep] * best[keep, None] + [0, 0, 1.84]
+    return np.column_stack([xyz, np.zeros((len(xyz), 2))]).astype(np.float32)
+
+
+def test_the_lidar_is_not_expected_where_its_own_beams_stop_nearer():
+    lidar_mount = RigidTransform.from_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1.84], [0, 0, 0, 1]],
+                                                      float))
+    cyclist = Detections3D(0, 'base_link', np.array([[20.0, 1.0, 0.85]]), np.array([[1.8, 0.7, 1.7]]), np.zeros(1),
+                           np.zeros((1, 2)), ('cyclist',), np.array([0.9]))
+    out = outputs(heat_at([(20, 1, 'cyclist', 0.8)]), heat_at([]), heat_at([(20, 1, 'cyclist', 0.8)]))
+
+    def lidar_evidence(surfaces):
+        points = lidar_returns_of(surfaces)
+        f = Frame(0, 'base_link', (front_camera(),), points, radar_at(20, 1, 0.0),
+                  sensor_to_base={'lidar_top': lidar_mount}, lidar_sensor=np.zeros(len(points), np.int16),
+                  lidar_sensors=('lidar_top',))
+        evidence = detection_evidence(f, cyclist, out, GRID, HEAD, CONFIG)
+        return evidence, [name for name, _ in disagreement_flags(evidence, cyclist, CLASSES, CONFIG)[0]]
+
+    # A van (not detected: only the cyclist is) 8 m ahead stands across the cyclist's line of sight:
+    # the lidar's beams stop on it, so the lidar is not expected to see the cyclist behind it.
+    evidence, names = lidar_evidence([(12.0, -1.0, 3.0, 0.3, 2.6)])
+    assert evidence.lidar_points[0] < CONFIG.min_lidar_points
+    assert not evidence.lidar_expected[0] and 'missing_in_lidar' not in names
+    # A van to the side leaves the line open: the beams run past where the cyclist is said to be, and on.
+    evidence, names = lidar_evidence([(12.0, -6.0, -3.5, 0.3, 2.6)])
+    assert evidence.lidar_expected[0] and 'missing_in_lidar' in names
+    # A low barrier the beams pass over hides little; a wall far behind hides nothing.
+    assert lidar_evidence([(12.0, -1.0, 3.0, 0.0, 0.5), (40.0, -10.0, 10.0, 0.0, 3.0)])[0].lidar_expected[0]
+    # Without the lidar's mount the frame can not say where its beams came from: the old expectation.
+    points = lidar_returns_of([(12.0, -1.0, 3.0, 0.3, 2.6)])
+    f = Frame(0, 'base_link', (front_camera(),), points, None, lidar_sensor=np.zeros(len(points), np.int16),
+              lidar_sensors=('lidar_top',))
+    assert detection_evidence(f, cyclist, out, GRID, HEAD, CONFIG).lidar_expected[0]
+
+
 def test_a_healthy_modality_is_said_to_miss_only_an_object_it_has_seen():
     from mmfusion_ros.consistency.stage import ConsistencyStage
 
