@@ -414,7 +414,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument('--faults', action='store_true',
                           help='the fault benchmark: flag recall, time to flag, precision, false flags, sensor '
                                'health and resistance ability per fault type, over recordings with injected '
-                               'faults (every frame, in order)')
+                               'faults (every frame, in order); given recordings without faults only: their '
+                               'false flags and health false alarms')
     evaluate.add_argument('--clean', type=Path, nargs='+', metavar='BAG_OR_DIR',
                           help='with --faults: clean renders of the same scenes (false flags, mAP_clean)')
     evaluate.add_argument('--json', type=Path, metavar='PATH', help='also write the metrics as JSON')

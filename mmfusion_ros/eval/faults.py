@@ -308,6 +308,10 @@ def evaluate_fault_recordings(faulted: Sequence[Path], clean: Sequence[Path], co
         raise EvalError('no recordings with faults given')
     runs = {bag: run_recording(bag, config, pipeline) for bag in progress(faulted_bags)}
     clean_runs = [run_recording(bag, config, pipeline) for bag in progress(clean_bags)]
+    if not any(f.faults for run in runs.values() for f in run):
+        # Clean drives alone (no recording carries a fault): what they show is the false flags.
+        clean_runs = [*runs.values(), *clean_runs]
+        runs = {}
     by_type: dict[str, list[list[FaultFrame]]] = collections.defaultdict(list)
     for bag, run in runs.items():
         kinds = sorted({fault.type for f in run for fault in f.faults})
