@@ -244,16 +244,17 @@ class ConsistencySection:
     radar_range_m: float = 50.0  # beyond, returns of a car thin out to none in many scans
     radar_pedestrian_range_m: float = 25.0  # pedestrians reflect little: radar is expected only nearer
     radar_hfov_deg: float = 120.0  # each radar's horizontal field of view (which radar covers an object)
-    # A radar sees from bumper height: an object is hidden from it where, in occluded_fraction of the
-    # radar_sight_bin_deg directions across it, radar_sight_min_points lidar returns nearer (by
-    # radar_sight_margin_m) rise from the radar so high that a ray over them shows less than
-    # radar_sight_visible_m of the object's height, or leaves its beam (radar_vfov_deg): a median
-    # barrier, a parked car, a wall the roof lidar looks over.
+    # Line of sight, judged in directions sight_bin_deg wide, against returns nearer than the object by
+    # sight_margin_m. The lidar: hidden where occluded_fraction of the directions across it that a
+    # beam came back from stopped nearer. A radar (bumper height): hidden where, in occluded_fraction
+    # of them, radar_sight_min_points lidar returns rise from the radar so high that a ray over them
+    # shows less than radar_sight_visible_m of the object's height, or leaves its beam (radar_vfov_deg):
+    # a median barrier, a parked car, a wall the roof lidar looks over.
+    sight_bin_deg: float = 1.0
+    sight_margin_m: float = 1.0
     radar_vfov_deg: float = 10.0
     radar_sight_visible_m: float = 0.5
-    radar_sight_bin_deg: float = 1.0
     radar_sight_min_points: int = 2
-    radar_sight_margin_m: float = 1.0
     occluded_fraction: float = 0.7  # an object this much hidden behind nearer ones is not expected
     # A healthy modality is said to miss a tracked object only once it has seen it in this many frames:
     # geometry alone does not know a barrier below a radar or a shadow (0: wherever geometry expects it).
@@ -277,7 +278,7 @@ class ConsistencySection:
                               f'{self.lidar_margin_m}')
         for name in ('camera_range_m', 'camera_small_range_m', 'lidar_range_m', 'radar_range_m', 'radar_pedestrian_range_m',
                      'lidar_beam_spacing_deg', 'lidar_azimuth_step_deg', 'velocity_tolerance_mps', 'position_tolerance_m',
-                     'radar_position_tolerance_m', 'radar_hfov_deg', 'radar_vfov_deg', 'radar_sight_bin_deg'):
+                     'radar_position_tolerance_m', 'radar_hfov_deg', 'radar_vfov_deg', 'sight_bin_deg'):
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name}: must be positive, got {getattr(self, name)}')
         if not self.lidar_expected_points >= 0:
@@ -286,11 +287,12 @@ class ConsistencySection:
                      'camera_support_score', 'doppler_agreement'):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f'{name}: must be in (0, 1], got {getattr(self, name)}')
-        if self.radar_sight_margin_m < 0 or self.radar_sight_visible_m < 0 or isinstance(self.radar_sight_min_points, bool) \
-                or not isinstance(self.radar_sight_min_points, int) or self.radar_sight_min_points < 1:
-            raise ConfigError(f'radar_sight_margin_m, radar_sight_visible_m >= 0 and radar_sight_min_points an '
-                              f'integer >= 1: got {self.radar_sight_margin_m}, {self.radar_sight_visible_m}, '
-                              f'{self.radar_sight_min_points!r}')
+        for name in ('sight_margin_m', 'radar_sight_visible_m'):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f'{name}: must be >= 0, got {getattr(self, name)}')
+        if isinstance(self.radar_sight_min_points, bool) or not isinstance(self.radar_sight_min_points, int) \
+                or self.radar_sight_min_points < 1:
+            raise ConfigError(f'radar_sight_min_points: must be an integer >= 1, got {self.radar_sight_min_points!r}')
         if self.min_doppler_returns < 1:
             raise ConfigError(f'min_doppler_returns: must be >= 1, got {self.min_doppler_returns}')
         if self.missing_after_sightings < 0:

@@ -78,6 +78,10 @@ def test_config_is_frozen():
     ({'sensors': {'lidar': LIDAR}, 'grid': {'shape': [10, 10]}},
      r'^grid\.shape: is derived from other parameters and can not be set$'),
     ({'sensors': {'lidar': LIDAR, 'lidar2': LIDAR}}, r'^sensors\.lidar2\.topic: /points is also read by'),
+    ({'sensors': {'lidar': LIDAR}, 'consistency': {'radar_sight_min_points': 0}},
+     r'^consistency\.radar_sight_min_points: must be an integer >= 1, got 0$'),
+    ({'sensors': {'lidar': LIDAR}, 'consistency': {'sight_bin_deg': 0.0}},
+     r'^consistency\.sight_bin_deg: must be positive'),
     ({'sensors': {}}, r'^sensors: at least one sensor'),
     ({'sensors': ['lidar']}, r'^sensors: expected a mapping, got list$'),
 ])

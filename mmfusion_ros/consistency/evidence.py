@@ -20,7 +20,8 @@ Evidence per detection and modality (camera, lidar, radar):
   not hidden behind nearer objects; ``camera_blind`` when each such camera is black, frozen or failed
   by its health, so it can not support the object), ``lidar_expected`` (in range, big enough at its
   range to give ``lidar_expected_points`` returns (``expected_lidar_returns``), not in the shadow of
-  nearer large objects, not behind returns of its own that stop nearer (``lidar_line_of_sight``); ``lidar_blind`` in an azimuth sector health says the lidar has lost),
+  nearer large objects, not behind returns of its own that stop nearer (``lidar_line_of_sight``);
+  ``lidar_blind`` in an azimuth sector health says the lidar has lost),
   ``radar_expected`` (in a radar's field of view and range, pedestrians only nearer, not in a shadow,
   and not behind what the lidar shows low between the radar and the object: ``radar_line_of_sight``).
 
@@ -416,13 +417,13 @@ def _radar_coverage(detections: Detections3D, mounts: Mapping[str, RigidTransfor
 
 def lidar_line_of_sight(frame: Frame, detections: Detections3D, config: ConsistencySection) -> np.ndarray:
     """(N,) bool: some lidar's beams reach the object. Seen from each lidar of the frame (its mount, its
-    current sweep), of the directions across the object's face (``radar_sight_bin_deg`` of azimuth by
+    current sweep), of the directions across the object's face (``sight_bin_deg`` of azimuth by
     ``lidar_beam_spacing_deg`` of elevation, from its bottom to its top at its near face) from which a
-    return came back, those with one nearer than that face (by ``radar_sight_margin_m``) are blocked:
-    the beam stopped on something in between, detected or not (a wall, a parked truck beside the
-    vehicle that hides the cyclist behind it). An object with ``occluded_fraction`` of them blocked is
-    hidden from that lidar; one no return came back from around is not. A lidar whose mount the frame lacks (``sensor_to_base``), or a frame without lidar, hides
-    nothing."""
+    return came back, those with one nearer than that face (by ``sight_margin_m``) are blocked: the
+    beam stopped on something in between, detected or not (a wall, a parked truck beside the vehicle
+    that hides the cyclist behind it). An object with ``occluded_fraction`` of them blocked is hidden
+    from that lidar; one no return came back from around is not. A lidar whose mount the frame lacks
+    (``sensor_to_base``), or a frame without lidar, hides nothing."""
     n = len(detections)
     seen = np.zeros(n, bool)
     if frame.lidar is None or not len(frame.lidar) or frame.lidar_sensor is None:
@@ -432,7 +433,7 @@ def lidar_line_of_sight(frame: Frame, detections: Detections3D, config: Consiste
     corners = _box_corners(detections)  # (N, 8, 3)
     bottom = detections.centers[:, 2] - detections.sizes[:, 2] / 2
     top = detections.centers[:, 2] + detections.sizes[:, 2] / 2
-    az_step = np.radians(config.radar_sight_bin_deg)
+    az_step = np.radians(config.sight_bin_deg)
     el_step = np.radians(config.lidar_beam_spacing_deg)
     judged = np.zeros(n, bool)
     for k, name in enumerate(frame.lidar_sensors):
@@ -454,7 +455,7 @@ def lidar_line_of_sight(frame: Frame, detections: Detections3D, config: Consiste
         near = np.hypot(local[..., 0], local[..., 1]).min(axis=1)
         height = centre[:, 2] - detections.centers[:, 2]  # base z -> lidar z
         for i in np.flatnonzero(~seen):
-            if near[i] <= config.radar_sight_margin_m:
+            if near[i] <= config.sight_margin_m:
                 seen[i] = True
                 continue
             el_lo = np.arctan2(bottom[i] + height[i], near[i])
@@ -468,7 +469,7 @@ def lidar_line_of_sight(frame: Frame, detections: Detections3D, config: Consiste
             # Directions are counted where a beam came back (from it, from before it or from behind it).
             cells = ((turn[toward] - (lo[i] - bearing[i])) // az_step).astype(np.int64) * 4096 + \
                 ((elevation[toward] - el_lo) // el_step).astype(np.int64)
-            stopped = rho[toward] < near[i] - config.radar_sight_margin_m
+            stopped = rho[toward] < near[i] - config.sight_margin_m
             blocked = len(np.unique(cells[stopped])) / len(np.unique(cells))
             seen[i] = blocked < config.occluded_fraction
     return seen | ~judged
@@ -481,14 +482,14 @@ def radar_line_of_sight(points: np.ndarray | None, detections: Detections3D,
 
     Radars sit low (bumper height) and see along the road, not over it: a median barrier, a parked car
     or a kerbside wall that the lidar on the roof looks over hides what is behind it from them. Seen
-    from each radar, a direction (``radar_sight_bin_deg`` of azimuth) across the object is blocked when
-    ``radar_sight_min_points`` lidar returns nearer than the object's near face (by
-    ``radar_sight_margin_m``; each raised by the lidar's beam gap at its range, ``lidar_beam_spacing_deg``:
-    the surface it hit may reach that much above it) rise, as seen from the radar, high enough that a ray over them shows less
-    than ``radar_sight_visible_m`` of the object's height, or leaves the radar's beam (``radar_vfov_deg``
-    / 2 above its axis): a strip of roof over a barrier reflects too little to be counted on; the object is hidden from that radar when
-    ``occluded_fraction`` of its directions are blocked. Without mounts, every object in range is in
-    sight (the expectation is then the range alone)."""
+    from each radar, a direction (``sight_bin_deg`` of azimuth) across the object is blocked when
+    ``radar_sight_min_points`` lidar returns nearer than the object's near face (by ``sight_margin_m``)
+    rise so high, seen from the radar, that a ray over them shows less than ``radar_sight_visible_m``
+    of the object's height (a strip of roof over a barrier reflects too little to count on), or leaves
+    the radar's beam (``radar_vfov_deg`` / 2 above its axis). Each return is raised by the lidar's
+    beam gap at its range (``lidar_beam_spacing_deg``): the surface it hit may reach that much higher.
+    The object is hidden from that radar when ``occluded_fraction`` of its directions are blocked.
+    Without mounts, every object in range is in sight (the expectation is then the range alone)."""
     n = len(detections)
     distance = np.hypot(detections.centers[:, 0], detections.centers[:, 1])
     pedestrian = np.array([label == 'pedestrian' for label in detections.labels], bool)
@@ -498,7 +499,7 @@ def radar_line_of_sight(points: np.ndarray | None, detections: Detections3D,
     footprint = _box_corners(detections)[:, :4, :]  # (N, 4, 3): the bottom corners
     top = detections.centers[:, 2] + detections.sizes[:, 2] / 2
     upper_edge = np.tan(np.radians(config.radar_vfov_deg / 2))
-    bin_rad = np.radians(config.radar_sight_bin_deg)
+    bin_rad = np.radians(config.sight_bin_deg)
     points = np.zeros((0, 3)) if points is None else np.asarray(points, np.float64)[:, :3]
     # The lidar samples a surface's height at its beams only: what it hit may reach one beam gap higher.
     beam_gap = np.hypot(points[:, 0], points[:, 1]) * np.tan(np.radians(config.lidar_beam_spacing_deg))
@@ -512,7 +513,7 @@ def radar_line_of_sight(points: np.ndarray | None, detections: Detections3D,
         if not candidates.any():
             continue
         corners = to_radar.apply(footprint.reshape(-1, 3)).reshape(n, 4, 3)
-        near = np.hypot(corners[..., 0], corners[..., 1]).min(axis=1) - config.radar_sight_margin_m
+        near = np.hypot(corners[..., 0], corners[..., 1]).min(axis=1) - config.sight_margin_m
         relative = np.angle(np.exp(1j * (np.arctan2(corners[..., 1], corners[..., 0]) - bearing[:, None])))
         first = np.floor((bearing + relative.min(axis=1)) / bin_rad).astype(np.int64)
         last = np.floor((bearing + relative.max(axis=1)) / bin_rad).astype(np.int64)
@@ -521,7 +522,7 @@ def radar_line_of_sight(points: np.ndarray | None, detections: Detections3D,
         r = np.hypot(p[:, 0], p[:, 1])
         keep = (r > 0.5) & (r < near[candidates].max())
         p, r = p[keep], r[keep]
-        rise = (p[:, 2] + beam_gap[keep]) / r  # the slope from the radar up (or down) to each return's surface
+        rise = (p[:, 2] + beam_gap[keep]) / r  # the slope from the radar up (or down) to each surface
         azimuth_bin = np.floor(np.arctan2(p[:, 1], p[:, 0]) / bin_rad).astype(np.int64)
         for i in np.flatnonzero(candidates):
             if near[i] <= 0.5:
