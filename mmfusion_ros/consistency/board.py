@@ -10,8 +10,7 @@
 - a lidar: its newest sweep, moved into the lidar's own frame (sectors and beams are the lidar's);
 - a radar: its newest scan in the radar's frame when the scan is new since the last frame, else None
   (silence is counted in missing scans), with each return marked supported when lidar points stand
-  near it, or when the lidar saw nothing that far in its direction (its beams stopped on a wall or
-  a truck nearer: no evidence either way), and moving when its compensated speed is over ``health.ghost_min_speed_mps`` (ghosts are
+  near it and moving when its compensated speed is over ``health.ghost_min_speed_mps`` (ghosts are
   moving returns nothing else sees).
 
 ``modality_health()`` is the gated fuser's input: per modality the mean score of its sensors, so one
@@ -49,7 +48,6 @@ MOVING_MPS = 0.5  # the vehicle counts as moving above this speed
 SUPPORT_CELL_M = 1.0  # a radar return is supported by lidar points above ground within this cell's neighbours
 SUPPORT_REACH_M = 60.0  # how far around the vehicle lidar support is judged
 GROUND_CLEARANCE_M = 0.3
-LIDAR_REACH_MARGIN_M = 2.0  # a radar return this far beyond the lidar's farthest return in its direction is unseen by it
 
 
 SAME_SCAN_S = 0.002  # two scans of one radar whose stamps differ by less are the same scan
@@ -202,9 +200,7 @@ class HealthBoard:
                         if lidar_now is not None:
                             if support_grid is None:
                                 support_grid = self._support_grid(lidar_now)
-                                reach = self._lidar_reach(lidar_now, self._lidar_origin(frame))
                             supported = self._lidar_support(frame.radar[rows, :2], support_grid)  # type: ignore[index]
-                            supported |= self._out_of_lidar_reach(frame.radar[rows, :2], *reach)  # type: ignore[index]
                             speed = np.hypot(frame.radar[rows, 3], frame.radar[rows, 4])  # type: ignore[index]
                             travelling = speed > self.config.health.ghost_min_speed_mps
                             if isinstance(self.offsets.get(name), StaticOffsetEstimator) and moving:
@@ -456,38 +452,6 @@ class HealthBoard:
             for dy in (-1, 0, 1):
                 grown[1:-1, 1:-1] |= occupied[1 + dx:cells + 1 + dx, 1 + dy:cells + 1 + dy]
         return grown
-
-    @staticmethod
-    def _lidar_origin(frame: Frame) -> np.ndarray | None:
-        """(3,) where the frame's first lidar with a known mount stands, base frame; None: unknown."""
-        for name in frame.lidar_sensors:
-            if name in frame.sensor_to_base:
-                return frame.sensor_to_base[name].apply(np.zeros((1, 3)))[0]
-        return None
-
-    @staticmethod
-    def _lidar_reach(lidar_now: np.ndarray, origin: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """How far the lidar saw in each degree of azimuth around its ``origin`` (its farthest return
-        there at or below its own height: the beams that would meet a road user; a lidar whose mount is
-        unknown is taken at the base origin, reaching everywhere it returned from), and the origin (2,)."""
-        if origin is None:
-            level, origin = np.ones(len(lidar_now), bool), np.zeros(3)
-        else:
-            level = lidar_now[:, 2] <= origin[2]
-        rel = lidar_now[:, :2] - origin[:2]
-        degree = np.floor(np.degrees(np.arctan2(rel[:, 1], rel[:, 0]))).astype(np.int64) % 360
-        reach = np.zeros(360)
-        np.maximum.at(reach, degree[level], np.hypot(rel[level, 0], rel[level, 1]))
-        return reach, origin[:2]
-
-    @staticmethod
-    def _out_of_lidar_reach(xy: np.ndarray, reach: np.ndarray, origin: np.ndarray) -> np.ndarray:
-        """(R,) bool per radar return at ``xy`` (R, 2): beyond where the lidar saw in its direction (by
-        ``LIDAR_REACH_MARGIN_M``): a wall or a truck stopped its beams nearer, and its absence there is
-        no evidence of a ghost."""
-        rel = xy - origin
-        degree = np.floor(np.degrees(np.arctan2(rel[:, 1], rel[:, 0]))).astype(np.int64) % 360
-        return np.hypot(rel[:, 0], rel[:, 1]) > reach[degree] + LIDAR_REACH_MARGIN_M
 
     @staticmethod
     def _lidar_support(xy: np.ndarray, grown: np.ndarray) -> np.ndarray:

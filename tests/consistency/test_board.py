@@ -311,24 +311,3 @@ def test_a_repeated_image_is_frozen_only_where_the_lidar_saw_the_view_move():
             assert states[-1].state == 'failed'
         else:  # a truck at the vehicle's speed filling the view: an unchanged image proves nothing
             assert not any(frozen) and all(e.state == 'ok' for e in states), [e.conditions for e in states]
-
-
-def test_radar_returns_beyond_where_the_lidar_saw_are_no_ghost_suspects():
-    # A roof lidar at 1.84 m sees the road out to 40 m all around, and a wall 10 m ahead across +-5 m.
-    azimuth = np.radians(np.arange(0.0, 360.0, 0.25))
-    ground = np.column_stack([np.cos(azimuth) * 40.0, np.sin(azimuth) * 40.0, np.zeros_like(azimuth)])
-    ahead = np.abs(ground[:, 1]) < 5.0 * ground[:, 0] / 10.0  # the directions the wall covers
-    ground[ahead] = np.column_stack([np.full(ahead.sum(), 10.0), 10.0 * np.tan(azimuth[ahead]), np.full(ahead.sum(), 1.0)])
-    mount = RigidTransform.from_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1.84], [0, 0, 0, 1]], float))
-    frame = Frame(0, 'base_link', lidar=np.column_stack([ground, np.zeros((len(ground), 2))]).astype(np.float32),
-                  sensor_to_base={'lidar_top': mount}, lidar_sensor=np.zeros(len(ground), np.int16),
-                  lidar_sensors=('lidar_top',))
-    reach = HealthBoard._lidar_reach(frame.lidar, HealthBoard._lidar_origin(frame))
-    returns = np.array([[25.0, 1.0], [25.0, -20.0], [8.0, 0.0], [20.0, 30.0]])
-    # Behind the wall the lidar can not tell a ghost from a car it can not see; elsewhere it can.
-    assert HealthBoard._out_of_lidar_reach(returns, *reach).tolist() == [True, False, False, False]
-    # Returns above the lidar (a bridge, a tree top) say nothing about how far it sees at road height.
-    high = frame.lidar.copy()
-    high[ahead, :3] = np.column_stack([np.cos(azimuth[ahead]) * 40.0, np.sin(azimuth[ahead]) * 40.0,
-                                       np.full(ahead.sum(), 5.0)])
-    assert HealthBoard._out_of_lidar_reach(returns, *HealthBoard._lidar_reach(high, np.array([0, 0, 1.84])))[0]
